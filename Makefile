@@ -1,0 +1,51 @@
+# hemabook: the two commands a fresh clone needs are `make demo` and `make test`.
+# Both create .venv when it is absent and install the tested versions (constraints.txt) first.
+SHELL  := /bin/bash
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.hemabook-installed
+WORKERS ?= 2
+
+.PHONY: install demo test sync-check test-nbs docs lock clean
+
+install: $(STAMP)
+
+# Reinstall whenever the declared requirements or the lock change.
+$(STAMP): setup.py settings.ini constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24" "setuptools>=70,<82" wheel
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name hemabook --display-name "Python (hemabook)"
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/hemabook demo
+
+# Notebooks and library in sync, then every notebook (one pytest test each) and tests/, counted by pytest.
+test: install sync-check
+	$(BIN)/python -m pytest -n $(WORKERS) tests/
+
+# Re-exporting and re-cleaning must change nothing: nbs/ is the source of hemabook/.
+sync-check: install
+	@tmp=$$(mktemp -d); cp -r hemabook nbs $$tmp/; \
+	PATH=$(BIN):$$PATH nbdev_export && PATH=$(BIN):$$PATH nbdev_clean; \
+	if ! diff -r -q -x __pycache__ -x .ipynb_checkpoints $$tmp/hemabook hemabook || \
+	   ! diff -r -q -x __pycache__ -x .ipynb_checkpoints -x nbdev.yml $$tmp/nbs nbs; then \
+	  echo "nbs/ and hemabook/ were out of sync (or notebooks not cleaned): run nbdev_export and nbdev_clean, then commit."; \
+	  rm -rf $$tmp; exit 1; fi; rm -rf $$tmp; echo "sync-check: notebooks and library in sync"
+
+# Just the notebooks, through nbdev's own runner (prints only 'Success.').
+test-nbs: install
+	$(BIN)/nbdev_test --n_workers $(WORKERS) --timing
+
+docs: install
+	$(BIN)/python tools/build_docs.py
+
+# Re-pin every installed package after a change to the requirements in settings.ini.
+lock: install
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^hemabook' > constraints.tmp
+	(sed -n '1,3p' constraints.txt; cat constraints.tmp) > constraints.txt; rm constraints.tmp
+
+clean:
+	rm -rf _docs _proc runs .pytest_cache
