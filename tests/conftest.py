@@ -1,0 +1,20 @@
+"Shared fixtures: the repository root, the `hemabook` console script, and the real data beside the repository."
+import os, subprocess, sys
+from pathlib import Path
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+def cli(*args, cwd=None, env=None, timeout=600):
+    "Run the installed `hemabook` console script; returns the CompletedProcess (text, both streams captured)."
+    exe = Path(sys.executable).parent/'hemabook'
+    return subprocess.run([str(exe), *map(str, args)], cwd=cwd or REPO, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+@pytest.fixture(scope='session')
+def shared_data():
+    "The real data subsets (`$HEMABOOK_SHARED_DATA`, default ../shared/data); skips the test where they are absent."
+    from hemabook.core import shared_data_path
+    p = shared_data_path()
+    if not p.is_dir(): pytest.skip(f"real data not found at {p} (set HEMABOOK_SHARED_DATA); fresh clones skip this")
+    return p

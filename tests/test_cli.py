@@ -1,0 +1,50 @@
+"The `hemabook` command line end to end: list, run (papermill), bad parameters, a failing experiment, samples."
+import json, shutil
+from pathlib import Path
+import nbformat
+import numpy as np
+import pytest
+from conftest import REPO, cli
+from hemabook.core import load_image
+
+def test_list_shows_experiments_and_parameters():
+    r = cli('list')
+    assert r.returncode==0, r.stderr
+    assert 'wbc_classifier' in r.stdout
+    assert "    PRESET: str = 'smoke'" in r.stdout and '    EPOCHS: int = None' in r.stdout
+
+def test_unknown_parameter_is_refused_with_the_valid_ones(tmp_path):
+    r = cli('run', 'wbc_classifier', '-p', 'EPOCH', '2', '--out', tmp_path/'x')
+    assert r.returncode==2
+    assert "no parameter 'EPOCH' (did you mean EPOCHS?)" in r.stderr and 'PRESET, DATA, ARCH' in r.stderr
+    assert not (tmp_path/'x').exists(), "nothing runs when the parameters are wrong"
+
+def test_ill_typed_parameter_is_refused(tmp_path):
+    r = cli('run', 'wbc_classifier', '-p', 'EPOCHS', 'two', '--out', tmp_path/'x')
+    assert r.returncode==2 and "EPOCHS takes an int, got 'two'" in r.stderr
+
+def test_unknown_experiment(tmp_path):
+    r = cli('run', 'wbc_clasifier')
+    assert r.returncode==2 and "did you mean 'wbc_classifier'" in r.stderr
+
+def test_failing_cell_exits_nonzero_and_prints_its_error(tmp_path):
+    exps = tmp_path/'experiments'; exps.mkdir()
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("OUT_DIR = 'x'\nDATA = 'nowhere'"),
+        nbformat.v4.new_code_cell("from hemabook.core import load_image\nload_image(DATA + '/cell.png')")])
+    nb.cells[0].metadata['tags'] = ['parameters']
+    nb.metadata['kernelspec'] = {'name': 'python3', 'display_name': 'python3', 'language': 'python'}
+    nbformat.write(nb, exps/'bad_data.ipynb')
+    r = cli('run', 'bad_data', '--out', tmp_path/'run', env={'HEMABOOK_EXPERIMENTS': str(exps)})
+    assert r.returncode==1
+    assert "failed in cell [3]: DataError: nowhere/cell.png: no such file" in r.stderr
+    assert 'load_image' in r.stderr, "the traceback is printed"
+    assert json.loads((tmp_path/'run'/'run.json').read_text())['status']=='failed'
+    assert (tmp_path/'run'/'bad_data.ipynb').exists(), "the executed notebook is kept for inspection"
+
+def test_samples_regenerate_identically(tmp_path):
+    r = cli('samples', '--out', tmp_path)
+    assert r.returncode==0, r.stderr
+    new = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob('*.png'))
+    old = sorted(p.relative_to(REPO/'data_samples') for p in (REPO/'data_samples').rglob('*.png'))
+    assert new==old and len(new)==80
+    for p in new: assert np.array_equal(load_image(tmp_path/p), load_image(REPO/'data_samples'/p)), p
