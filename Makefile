@@ -7,14 +7,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.hemabook-installed
 WORKERS ?= 2
 
-.PHONY: install demo test sync-check test-nbs docs lock clean
+.PHONY: install demo test sync-check test-nbs docs browser lock clean
 
 install: $(STAMP)
 
 # Reinstall whenever the declared requirements or the lock change.
 $(STAMP): setup.py settings.ini constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade "pip>=24" "setuptools>=70,<82" wheel
+	$(BIN)/python -m pip install --quiet "pip>=23"
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name hemabook --display-name "Python (hemabook)"
 	touch $(STAMP)
@@ -23,7 +23,7 @@ demo: install
 	$(BIN)/hemabook demo
 
 # Notebooks and library in sync, then every notebook (one pytest test each) and tests/, counted by pytest.
-test: install sync-check
+test: install browser sync-check
 	$(BIN)/python -m pytest -n $(WORKERS) tests/
 
 # Re-exporting and re-cleaning must change nothing: nbs/ is the source of hemabook/.
@@ -39,8 +39,21 @@ sync-check: install
 test-nbs: install
 	$(BIN)/nbdev_test --n_workers $(WORKERS) --timing
 
+# The docs site in _docs/ and README.md, from nbs/: `nbdev_docs` where quarto is on PATH, else nbdev's
+# processing into _proc/ rendered by smalldocs (see tools/build_docs.py). `--readme` rebuilds only README.md.
 docs: install
 	$(BIN)/python tools/build_docs.py
+
+# Debian's Chromium, for the headless-browser checks in tests/test_docs.py (they skip without it).
+# Best effort: needs root and apt-get, and says why when it cannot install.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then echo "browser: $$(chromium --version 2>/dev/null) is installed"; \
+	elif ! command -v apt-get >/dev/null 2>&1; then echo "browser: no apt-get here: install Chromium or Chrome by hand"; \
+	elif [ "$$(id -u)" != 0 ]; then echo "browser: apt-get needs root: run 'sudo make browser' or 'sudo apt-get install chromium'"; \
+	else t0=$$(date +%s); export DEBIAN_FRONTEND=noninteractive; \
+	  if apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null; then \
+	    echo "browser: installed $$(chromium --version 2>/dev/null) in $$(( $$(date +%s) - t0 )) s"; \
+	  else echo "browser: apt-get could not install chromium (no route to the Debian mirror?); the browser tests will skip"; fi; fi
 
 # Re-pin every installed package after a change to the requirements in settings.ini.
 lock: install
