@@ -1,0 +1,68 @@
+"""One process of a tiny 2-process DDP run on the CPU, for tests/test_train_distributed.py.
+
+Run through `hemabook.train.launch` (import `train`) or from a shell:
+`python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_worker.py OUT [fastai]`.
+Each rank writes to OUT: `init{rank}.pth` (its own initial weights), `final{rank}.pth` (its weights after training) and
+`seen{rank}.json` (the sample indices it trained on, one list per epoch); rank 0 also writes the run folder `OUT/run`.
+"""
+import json, os, sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+N_TRAIN, N_VALID, BS, N_EPOCH = 64, 16, 8, 2
+
+class IdxNet(nn.Module):
+    "A small MLP on the first 4 features; the 5th input column is the sample index, which it ignores."
+    def __init__(self): super().__init__(); self.layers = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    def forward(self, x): return self.layers(x[:, :4])
+
+def _dls():
+    from fastai.data.core import DataLoaders
+    g = torch.Generator().manual_seed(0)   # the same data in every process
+    def _ds(n):
+        x = torch.randn(n, 4, generator=g)
+        y = (x[:, 0] + x[:, 1] > 0).long()
+        return list(zip(torch.cat([x, torch.arange(n, dtype=torch.float32)[:, None]], 1), y))
+    return DataLoaders.from_dsets(_ds(N_TRAIN), _ds(N_VALID), bs=BS, num_workers=0)
+
+def _seen_cb():
+    from fastai.callback.core import Callback
+    class SeenIdx(Callback):
+        "Record the sample indices of each training batch, one list per epoch."
+        def before_fit(self): self.seen = []
+        def before_train(self): self.seen.append([])
+        def before_batch(self):
+            if self.training: self.seen[-1] += self.xb[0][:, -1].long().tolist()
+    return SeenIdx()
+
+def train(out, use_fastai=False):
+    "Train `IdxNet` for `N_EPOCH` epochs with hemabook's `distrib_ctx` (or, `use_fastai`, fastai's own) and record it."
+    from fastai.losses import CrossEntropyLossFlat
+    from fastai.torch_core import rank_distrib
+    from hemabook.train import hb_learner, distrib_ctx, fit
+    out, rank = Path(out), rank_distrib()
+    torch.manual_seed(100 + rank)      # different initial weights per rank: DDP must start all from rank 0's
+    model = IdxNet()
+    torch.save(model.state_dict(), out/f'init{rank}.pth')
+    cb = _seen_cb()
+    learn = hb_learner(_dls(), model, loss_func=CrossEntropyLossFlat(), run_dir=out/'run', params={'n_epoch': N_EPOCH},
+                       cbs=cb)
+    if use_fastai:   # fastai 2.8.7's own context: expected to fail on the CPU in DistributedDL._broadcast
+        if torch.cuda.is_available():   # asked here, not in the parent: it would keep forked processes from using CUDA
+            (out/f'fastai{rank}.txt').write_text('skip: a GPU is present, fastai broadcasts through it'); return
+        try:
+            with learn.distrib_ctx(sync_bn=False, cpu=True), learn.no_bar(), learn.no_logging(): learn.fit(1)
+            (out/f'fastai{rank}.txt').write_text('ok')
+        except Exception as e: (out/f'fastai{rank}.txt').write_text(f'{type(e).__name__}: {e}')
+        return
+    with distrib_ctx(learn), learn.no_bar(), learn.no_logging(): fit(learn, N_EPOCH, lr=5e-2)
+    torch.save(learn.model.state_dict(), out/f'final{rank}.pth')
+    (out/f'seen{rank}.json').write_text(json.dumps(cb.seen))
+
+if __name__ == '__main__':
+    os.environ.setdefault('HEMABOOK_DEVICE', 'cpu')
+    train(sys.argv[1], use_fastai=len(sys.argv) > 2 and sys.argv[2] == 'fastai')
+    import torch.distributed as dist
+    if dist.is_initialized(): dist.destroy_process_group()
