@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.hemabook-installed
 WORKERS ?= 2
 
-.PHONY: install demo test sync-check test-nbs docs browser lock clean
+.PHONY: install demo test sync-check test-nbs outputs docs browser lock clean
 
 install: $(STAMP)
 
@@ -38,6 +38,11 @@ sync-check: install
 # Just the notebooks, through nbdev's own runner (prints only 'Success.').
 test-nbs: install
 	$(BIN)/nbdev_test --n_workers $(WORKERS) --timing
+
+# Execute notebooks and store their outputs (figures, tables) for the docs: `make outputs NBS="nbs/10_synthetic.ipynb"`.
+NBS ?= $(shell find nbs -name '*.ipynb' -not -path '*/.*' -not -name '_*' | sort)
+outputs: install
+	$(BIN)/python tools/execute_nbs.py $(NBS) && rm -rf nbs/experiments/runs && $(BIN)/nbdev_clean
 
 # The docs site in _docs/ and README.md, from nbs/: `nbdev_docs` where quarto is on PATH, else nbdev's
 # processing into _proc/ rendered by smalldocs (see tools/build_docs.py). `--readme` rebuilds only README.md.
