@@ -57,11 +57,11 @@ def _site(built) -> Path:
 
 
 def _api_pages() -> dict[str, str]:
-    "The page each numbered notebook in nbs/ builds: nbdev names it after `default_exp` (00_core.ipynb -> core.html)."
+    "The page each numbered notebook in nbs/ builds: nbdev names it after `default_exp`, dots as underscores (data.cls -> data_cls.html)."
     out = {}
     for nb in sorted(NBS.glob('[0-9]*.ipynb')):
         m = re.search(r'#\|\s*default_exp\s+(\S+)', nb.read_text(encoding='utf-8'))
-        out[nb.name] = f"{m.group(1).strip(chr(34))}.html" if m else nb.with_suffix('.html').name
+        out[nb.name] = f"{m.group(1).strip(chr(34)).replace('.', '_')}.html" if m else nb.with_suffix('.html').name
     return out
 
 
