@@ -28,7 +28,7 @@ def test_bccd_zero_area_dropped_and_reported(bccd_root, caplog):
     with caplog.at_level(logging.WARNING, logger='hemabook'): df = read_bccd(bccd_root)
     assert df.attrs['dropped'] == {'zero_area': 2}
     assert sorted(f.split()[0].rsplit('/', 1)[-1] for f,_ in df.attrs['dropped_items']) == ['BloodImage_00338.jpg', 'BloodImage_00343.jpg']
-    assert 'zero_area 2' in caplog.text
+    assert 'skipped 2 zero_area' in caplog.text
 
 def test_bccd_csv_agrees_with_xml(bccd_root, bccd):
     csv = read_bccd_csv(bccd_root/'test.csv')

@@ -5,7 +5,6 @@
 # %% ../../nbs/12_data_cls.ipynb #a914354b
 from __future__ import annotations
 import csv, re, time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pandas as pd
 from PIL import Image
 
 from ..core import ConfigError, DataError, IMAGE_EXTS, load_image, logger
+from .core import note_dropped
 from .taxonomy import SCHEMES, bcsam_label, canonical, is_a
 
 # %% auto #0
@@ -41,14 +41,8 @@ def _scan(d, dropped):
 def _table(rows, dropped=(), empty=(), name='', extra=()):
     "The tidy table from `rows` (dicts), with the drop accounting in `attrs` and one warning when anything was skipped."
     df = pd.DataFrame(rows, columns=CLS_COLS+list(extra))
-    df.attrs['dropped'] = dict(Counter(r for _,r in dropped))
-    df.attrs['dropped_items'] = list(dropped)
-    df.attrs['empty_classes'] = list(empty)
-    if dropped or empty:
-        msg = ', '.join(f'{n} {r}' for r,n in df.attrs['dropped'].items())
-        if empty: msg += (', ' if msg else '') + f"{len(empty)} empty class folder(s): {', '.join(map(str, empty))}"
-        logger.warning(f"{name}: {len(df)} images kept; skipped {msg}")
-    return df
+    notes = [f"{len(empty)} empty class folder(s): {', '.join(map(str, empty))}"] if empty else []
+    return note_dropped(df, dropped, name, notes, empty_classes=list(empty))
 
 # %% ../../nbs/12_data_cls.ipynb #338f219e
 ACEVEDO_FOLDERS = dict(BA='basophil', EO='eosinophil', ERB='erythroblast', IG='ig', MMY='ig', MY='ig', PMY='ig',
@@ -345,7 +339,4 @@ def bcsam_table(matek_df:pd.DataFrame,   # `read_matek19` table
     out = pd.concat(parts, ignore_index=True)
     gone = out[out.label.isna()]
     dropped = [(p, f'BC-SAM protocol drops {f}') for p,f in zip(gone.path, gone.fine_label)]
-    out = out[out.label.notna()].reset_index(drop=True)
-    out.attrs['dropped'] = dict(Counter(r for _,r in dropped)); out.attrs['dropped_items'] = dropped
-    if dropped: logger.warning(f"bcsam_table: {len(out)} rows kept; dropped " + ', '.join(f'{n} {r}' for r,n in out.attrs['dropped'].items()))
-    return out
+    return note_dropped(out[out.label.notna()].reset_index(drop=True), dropped, 'bcsam_table')

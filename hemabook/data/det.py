@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from ..core import DataError, ConfigError, logger, load_image, load_json, save_json, data_path, IMAGE_EXTS
+from .core import note_dropped
 from .taxonomy import canonical, LEUKEMIAATTRI_CLASSES
 
 # %% auto #0
@@ -33,12 +34,8 @@ class _Drops:
     def __init__(self): self.items = []
     def __call__(self, f, reason): self.items.append((str(f), reason))
     def finish(self, df, what):
-        cnt = {}
-        for _,r in self.items: cnt[r] = cnt.get(r, 0) + 1
-        df.attrs['dropped'], df.attrs['dropped_items'] = cnt, list(self.items)
-        clip = df.attrs.get('clipped', 0); msg = [f'{k} {v}' for k,v in cnt.items()] + ([f'clipped to the image {clip}'] if clip else [])
-        if msg: logger.warning(f"{what}: skipped {sum(cnt.values())} item(s): " + ', '.join(msg))
-        return df
+        clip = df.attrs.get('clipped', 0)
+        return note_dropped(df, self.items, what, [f'{clip} box(es) clipped to the image'] if clip else [])
 
 # %% ../../nbs/13_data_det.ipynb #729b2cb7
 def _det_table(rows:list, extra:list=()) -> pd.DataFrame:

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from ..core import DataError, ConfigError, logger, load_image, load_json, save_json
+from .core import note_dropped
 
 # %% auto #0
 __all__ = ['INST_COLS', 'SEM_COLS', 'SYNAPSE_COLS', 'BCCD_WBC_CLASSES', 'MASK_DECODERS', 'SYNAPSE_CLASSES', 'mask_to_rle',
@@ -32,11 +33,7 @@ def _table(rows, cols, dropped_items=(), **attrs):
     num = {'width', 'height', 'x0', 'y0', 'x1', 'y1', 'slice', 'n_slices'}
     vals = list(zip(*rows)) if rows else [()]*len(cols)
     df = pd.DataFrame({c: pd.Series(list(v), dtype=float if c in num else object) for c,v in zip(cols, vals)})   # None stays None
-    dropped = {}
-    for _,why in dropped_items: dropped[why] = dropped.get(why, 0) + 1
-    df.attrs.update(dropped=dropped, dropped_items=list(dropped_items), **attrs)
-    if dropped: logger.warning('%s: skipped %s', attrs.get('source', 'reader'), ', '.join(f'{n} {k}' for k,n in dropped.items()))
-    return df
+    return note_dropped(df, dropped_items, attrs.pop('source', 'reader'), **attrs)
 
 # %% ../../nbs/14_data_seg.ipynb #9d1bc260
 def mask_to_rle(msk:np.ndarray, # H×W binary mask
