@@ -244,9 +244,9 @@ def _cmd_demo(a):
     return 0 if all(r['status']=='ok' for r in res) else 1
 
 def _cmd_samples(a):
-    from hemabook.synthetic import write_samples
+    from hemabook.data.samples import write_samples
     fs = write_samples(a.out)
-    print(f'wrote {len(fs)} files under {Path(fs[0]).parents[1] if fs else a.out}')
+    print(f"wrote {len(fs)} files ({sum(f.stat().st_size for f in fs)/1e6:.1f} MB) under {a.out or 'data_samples/'}")
     return 0
 
 # %% ../nbs/90_runner.ipynb #a8516791

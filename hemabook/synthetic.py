@@ -15,8 +15,8 @@ from scipy import ndimage
 from .core import ConfigError, samples_path
 
 # %% auto #0
-__all__ = ['WBC_KINDS', 'DOMAINS', 'ATTRIBUTES', 'ATTRI_CLASSES', 'SYNAPSE_ORGANS', 'SAMPLE_SETS', 'synth_wbc', 'Domain',
-           'apply_domain', 'synth_smear', 'synth_nuclei', 'synth_ct', 'write_wbc_folders', 'write_samples']
+__all__ = ['WBC_KINDS', 'DOMAINS', 'ATTRIBUTES', 'ATTRI_CLASSES', 'SYNAPSE_ORGANS', 'synth_wbc', 'Domain', 'apply_domain',
+           'synth_smear', 'synth_nuclei', 'synth_ct', 'write_wbc_folders']
 
 # %% ../nbs/10_synthetic.ipynb #cb619a5b
 WBC_KINDS = ('neutrophil', 'eosinophil', 'basophil', 'lymphocyte', 'monocyte')
@@ -346,17 +346,4 @@ def write_wbc_folders(root:str|Path,          # Folder to write into; created if
             f = root/k/f'{k}_{i:04d}.png'
             Image.fromarray(img).save(f, optimize=False)
             out.append(f)
-    return out
-
-# %% ../nbs/10_synthetic.ipynb #2fe7051e
-SAMPLE_SETS = {'wbc_synth': dict(fn=write_wbc_folders, n_per_class=16, sz=64, seed=0)}
-
-def write_samples(root:str|Path|None=None, # Folder to write into; `data_samples/` when None
-                 ) -> list[Path]:          # The files written
-    "Regenerate hemabook's bundled sample data sets under `root`."
-    root = Path(root) if root is not None else samples_path()
-    out = []
-    for name,cfg in SAMPLE_SETS.items():
-        cfg = dict(cfg); fn = cfg.pop('fn')
-        out += fn(root/name, **cfg)
     return out

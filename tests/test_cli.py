@@ -41,10 +41,25 @@ def test_failing_cell_exits_nonzero_and_prints_its_error(tmp_path):
     assert json.loads((tmp_path/'run'/'run.json').read_text())['status']=='failed'
     assert (tmp_path/'run'/'bad_data.ipynb').exists(), "the executed notebook is kept for inspection"
 
+def _same(a, b):
+    "Equal content: pixels for images, arrays for npz/h5 (their containers hold timestamps), bytes for the rest."
+    if a.suffix.lower() in ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.bmp'): return np.array_equal(load_image(a), load_image(b))
+    if a.suffix=='.npz':
+        x,y = np.load(a), np.load(b)
+        return sorted(x.files)==sorted(y.files) and all(np.array_equal(x[k], y[k]) for k in x.files)
+    if a.suffix=='.h5':
+        import h5py
+        with h5py.File(a) as x, h5py.File(b) as y: return sorted(x)==sorted(y) and all(np.array_equal(x[k][()], y[k][()]) for k in x)
+    return a.read_bytes()==b.read_bytes()
+
 def test_samples_regenerate_identically(tmp_path):
     r = cli('samples', '--out', tmp_path)
     assert r.returncode==0, r.stderr
-    new = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob('*.png'))
-    old = sorted(p.relative_to(REPO/'data_samples') for p in (REPO/'data_samples').rglob('*.png'))
-    assert new==old and len(new)==80
-    for p in new: assert np.array_equal(load_image(tmp_path/p), load_image(REPO/'data_samples'/p)), p
+    committed = REPO/'data_samples'
+    new = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob('*') if p.is_file())
+    old = sorted(p.relative_to(committed) for p in committed.rglob('*') if p.is_file() and p.name!='README.md')
+    assert new==old, f"files differ: {sorted(set(new)^set(old))[:10]}"
+    assert len([p for p in new if p.parts[0]=='wbc_synth'])==80
+    for p in ('leukemiaattri', 'nuclei_coco', 'synapse', 'matek19', 'acevedo20'): assert any(q.parts[0]==p for q in new), p
+    diff = [str(p) for p in new if not _same(tmp_path/p, committed/p)]
+    assert not diff, f"regenerated samples differ from data_samples/: {diff[:10]} (run `hemabook samples` and commit)"
