@@ -60,6 +60,6 @@ def test_samples_regenerate_identically(tmp_path):
     old = sorted(p.relative_to(committed) for p in committed.rglob('*') if p.is_file() and p.name!='README.md')
     assert new==old, f"files differ: {sorted(set(new)^set(old))[:10]}"
     assert len([p for p in new if p.parts[0]=='wbc_synth'])==80
-    for p in ('leukemiaattri', 'nuclei_coco', 'synapse', 'matek19', 'acevedo20'): assert any(q.parts[0]==p for q in new), p
+    for p in ('leukemiaattri', 'bccd', 'nuclei_coco', 'nuclei_dsb2018', 'synapse', 'matek19', 'acevedo20'): assert any(q.parts[0]==p for q in new), p
     diff = [str(p) for p in new if not _same(tmp_path/p, committed/p)]
     assert not diff, f"regenerated samples differ from data_samples/: {diff[:10]} (run `hemabook samples` and commit)"
