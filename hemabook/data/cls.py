@@ -13,7 +13,7 @@ import pandas as pd
 from PIL import Image
 
 from ..core import ConfigError, DataError, IMAGE_EXTS, load_image, logger
-from .core import note_dropped
+from .core import note_dropped, valid_mask
 from .taxonomy import SCHEMES, bcsam_label, canonical, is_a
 
 # %% auto #0
@@ -287,19 +287,6 @@ def _load_pil(fn):
     from fastai.vision.core import PILImage
     return PILImage.create(load_image(fn))
 
-def _valid_mask(df, valid_pct, seed):
-    "Boolean mask of the validation rows: the `split` column, else a seeded (patient-grouped) random split."
-    if 'split' in df and (df.split=='valid').any(): return (df.split=='valid').to_numpy()
-    rng = np.random.default_rng(seed)
-    if 'patient' in df and df.patient.notna().any():
-        key = df.patient.fillna(df.path).astype(str).to_numpy()
-        pats = np.unique(key); rng.shuffle(pats)
-        n = min(len(pats)-1, max(1, round(valid_pct*len(pats))))
-        return np.isin(key, pats[:n])
-    idx = rng.permutation(len(df)); m = np.zeros(len(df), bool)
-    m[idx[:max(1, round(valid_pct*len(df)))]] = True
-    return m
-
 # %% ../../nbs/12_data_cls.ipynb #3908f8a0
 def cls_dls(df:pd.DataFrame,          # Classification tidy table (needs `path` and `label_col`)
             bs:int=64,                # Batch size
@@ -321,7 +308,7 @@ def cls_dls(df:pd.DataFrame,          # Classification tidy table (needs `path` 
     df = df.reset_index(drop=True)
     if vocab is not None and (unk := set(df[label_col]) - set(vocab)):
         raise DataError(f"labels {sorted(unk)} are not in vocab {list(vocab)}")
-    vm = _valid_mask(df, valid_pct, seed)
+    vm = valid_mask(df, valid_pct, seed)
     blk = DataBlock(blocks=(TransformBlock(type_tfms=_load_pil, batch_tfms=IntToFloatTensor), CategoryBlock(vocab=vocab)),
                     get_x=ColReader('path'), get_y=ColReader(label_col), splitter=IndexSplitter(np.flatnonzero(vm)),
                     item_tfms=[Resize(sz)] if item_tfms is None else item_tfms, batch_tfms=batch_tfms)

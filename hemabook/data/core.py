@@ -6,12 +6,13 @@
 from __future__ import annotations
 from collections import Counter
 
+import numpy as np
 import pandas as pd
 
 from ..core import logger
 
 # %% auto #0
-__all__ = ['note_dropped']
+__all__ = ['note_dropped', 'valid_mask']
 
 # %% ../../nbs/10a_data_core.ipynb #1b6a0ec5
 def note_dropped(df:pd.DataFrame,      # The table a reader built
@@ -28,3 +29,16 @@ def note_dropped(df:pd.DataFrame,      # The table a reader built
         msg = f"{source}: kept {len(df)} row(s)" + ('; skipped ' + ', '.join(f'{n} {r}' for r,n in counts.items()) if counts else '')
         logger.warning(msg + ''.join(f'; {n}' for n in notes))
     return df
+
+# %% ../../nbs/10a_data_core.ipynb #bfacc6d8
+def valid_mask(df:pd.DataFrame,       # A tidy table
+               valid_pct:float=0.2,   # Share of patients (or images) for validation when no row is marked 'valid'
+               seed:int=42,           # Seed of the random draw
+              ) -> np.ndarray:        # Boolean, True for validation rows
+    "Validation rows of `df`: its `split=='valid'` rows, else a seeded random share of its patients (else images)."
+    if 'split' in df and (df['split']=='valid').any(): return (df['split']=='valid').to_numpy()
+    key = df['path'].astype(str)
+    if 'patient' in df and df['patient'].notna().any(): key = df['patient'].fillna(df['path']).astype(str)
+    groups = np.unique(key.to_numpy()); np.random.default_rng(seed).shuffle(groups)
+    n = min(len(groups)-1, max(1, round(valid_pct*len(groups))))
+    return np.isin(key.to_numpy(), groups[:n])

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from ..core import DataError, ConfigError, logger, load_image, load_json, save_json
-from .core import note_dropped
+from .core import note_dropped, valid_mask
 
 # %% auto #0
 __all__ = ['INST_COLS', 'SEM_COLS', 'SYNAPSE_COLS', 'BCCD_WBC_CLASSES', 'MASK_DECODERS', 'SYNAPSE_CLASSES', 'mask_to_rle',
@@ -413,13 +413,9 @@ class SemDataset(torch.utils.data.Dataset):
         return x, torch.from_numpy(_resize(lbl.astype(np.uint8), self.sz, True).astype(np.int64))
 
 # %% ../../nbs/14_data_seg.ipynb #fa376e1b
-def _split_dls(ds_fn, df, key, bs, valid_pct, seed, num_workers, collate_fn=None):
+def _split_dls(ds_fn, df, bs, valid_pct, seed, num_workers, collate_fn=None):
     from fastai.data.core import DataLoaders
-    if 'split' in df and (df['split'] == 'valid').any(): tr,va = df[df['split'] != 'valid'], df[df['split'] == 'valid']
-    else:
-        keys = np.array(list(dict.fromkeys(df[key])))
-        va_keys = set(np.random.default_rng(seed).permutation(keys)[:int(round(len(keys)*valid_pct))])
-        is_va = df[key].isin(va_keys); tr,va = df[~is_va], df[is_va]
+    is_va = valid_mask(df, valid_pct, seed); tr,va = df[~is_va], df[is_va]
     for d in (tr, va): d.attrs = dict(df.attrs)
     from fastai.data.load import DataLoader
     kw = dict(create_batch=collate_fn) if collate_fn else {}
@@ -434,7 +430,7 @@ def inst_dls(df:pd.DataFrame,        # Instance table
              num_workers:int=0,      # DataLoader worker processes
             ):
     "fastai `DataLoaders` of `(images, [masks], [boxes])` batches from an instance table, decoded lazily."
-    return _split_dls(lambda d: InstDataset(d, sz), df, 'path', bs, valid_pct, seed, num_workers, _inst_collate)
+    return _split_dls(lambda d: InstDataset(d, sz), df, bs, valid_pct, seed, num_workers, _inst_collate)
 
 def sem_dls(df:pd.DataFrame,         # Semantic table (Synapse volumes expanded with `synapse_slices`)
             bs:int=4,                # Items per batch
@@ -444,8 +440,7 @@ def sem_dls(df:pd.DataFrame,         # Semantic table (Synapse volumes expanded 
             num_workers:int=0,       # DataLoader worker processes
            ):
     "fastai `DataLoaders` of `(images, class maps)` batches from a semantic table, decoded lazily."
-    key = 'patient' if 'patient' in df else 'path'
-    return _split_dls(lambda d: SemDataset(d, sz), df, key, bs, valid_pct, seed, num_workers)
+    return _split_dls(lambda d: SemDataset(d, sz), df, bs, valid_pct, seed, num_workers)
 
 # %% ../../nbs/14_data_seg.ipynb #df8effbf
 def show_masks(img,                        # Image: array H×W[×C], tensor C×H×W or path
