@@ -18,3 +18,9 @@ def shared_data():
     p = shared_data_path()
     if not p.is_dir(): pytest.skip(f"real data not found at {p} (set HEMABOOK_SHARED_DATA); fresh clones skip this")
     return p
+
+def shared_subset(shared_data, *parts):
+    "The folder `parts` inside the real data (from the `shared_data` fixture); skips the test where it is absent."
+    p = shared_data.joinpath(*parts)
+    if not p.is_dir(): pytest.skip(f"{p} not found: that real data subset is absent here")
+    return p

@@ -2,15 +2,14 @@
 from collections import Counter
 from pathlib import Path
 import pytest
+from conftest import shared_subset
 
 from hemabook.data.cls import ACEVEDO_CLASSES, CLS_COLS, bcsam_table, check_images, cls_dls, read_acevedo20
 from hemabook.data.taxonomy import BCSAM_13, CELL_TYPES, canonical
 
 @pytest.fixture(scope='module')
 def ace_root(shared_data):
-    p = shared_data/'acevedo20_subset'
-    if not p.is_dir(): pytest.skip(f"{p} not found")
-    return p
+    return shared_subset(shared_data, 'acevedo20_subset')
 
 @pytest.fixture(scope='module')
 def ace(ace_root): return read_acevedo20(ace_root)

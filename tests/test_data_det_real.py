@@ -2,15 +2,14 @@
 import logging
 import pandas as pd
 import pytest
+from conftest import shared_subset
 import torch
 
 from hemabook.data.det import BOX, read_bccd, read_bccd_csv, bccd_wbc_crops, det_dls
 
 @pytest.fixture(scope='module')
 def bccd_root(shared_data):
-    p = shared_data/'bccd'
-    if not p.is_dir(): pytest.skip(f"BCCD subset not found at {p}")
-    return p
+    return shared_subset(shared_data, 'bccd')
 
 @pytest.fixture(scope='module')
 def bccd(bccd_root): return read_bccd(bccd_root)

@@ -1,21 +1,19 @@
 "Segmentation readers on the real subsets in ../shared/data: DSB2018 colour nuclei and the BCCD WBC masks."
 import numpy as np
 import pytest
+from conftest import shared_subset
 import torch
 from hemabook.data.seg import (read_dsb2018, read_bccd_wbc_masks, bccd_wbc_mask, row_mask, instance_label_image,
                                boxes_from_label_image, inst_dls, sem_dls)
 
 @pytest.fixture(scope='module')
 def dsb(shared_data):
-    root = shared_data/'dsb2018_color'
-    if not root.is_dir(): pytest.skip(f"{root} not found")
-    return read_dsb2018(root)
+    return read_dsb2018(shared_subset(shared_data, 'dsb2018_color'))
 
 @pytest.fixture(scope='module')
 def bccd(shared_data):
-    root = shared_data/'bccd'
-    if not (root/'wbc_masks').is_dir(): pytest.skip(f"{root/'wbc_masks'} not found")
-    return read_bccd_wbc_masks(root)
+    shared_subset(shared_data, 'bccd', 'wbc_masks')
+    return read_bccd_wbc_masks(shared_data/'bccd')
 
 def test_dsb2018_counts(dsb):
     assert dsb['image_id'].nunique() == 107
