@@ -125,14 +125,14 @@ def write_nuclei_coco(root:str|Path,   # Folder for `annotations/` and `train/`
 
 # %% ../../nbs/19_data_samples.ipynb #0a50669f
 def write_synapse_sample(root:str|Path,   # Synapse root to write
-                         n_train:int=6,   # Training slices (from two cases)
+                         n_train:int=24,  # Training slices (from four cases)
                          n_test:int=4,    # Slices of the one test volume
                          sz:int=64,       # Slice side
                          seed:int=4,      # Seed
                         ) -> Path:        # `root`
     "Write CT-like training slices (npz) and one test volume (h5) in Synapse's TransUNet layout."
     root = Path(root)
-    slices = {f'case{5+i%2:04d}_slice{i//2:03d}': synth_ct(sz, rng=np.random.default_rng([seed, i])) for i in range(n_train)}
+    slices = {f'case{5+i%4:04d}_slice{i//4:03d}': synth_ct(sz, rng=np.random.default_rng([seed, i])) for i in range(n_train)}
     write_synapse_npz(root, slices)
     vol = [synth_ct(sz, rng=np.random.default_rng([seed, 99, i])) for i in range(n_test)]
     write_synapse_h5(root, {'case0001': (np.stack([v[0] for v in vol]), np.stack([v[1] for v in vol]))})

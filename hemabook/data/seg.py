@@ -19,9 +19,9 @@ from .core import note_dropped, valid_mask
 __all__ = ['INST_COLS', 'SEM_COLS', 'SYNAPSE_COLS', 'BCCD_WBC_CLASSES', 'MASK_DECODERS', 'SYNAPSE_CLASSES', 'mask_to_rle',
            'rle_to_mask', 'read_mask_png', 'row_mask', 'read_coco_instances', 'mask_to_polygons',
            'write_coco_instances', 'synth_nuclei_image', 'instance_label_image', 'boxes_from_label_image',
-           'read_dsb2018', 'write_dsb2018', 'bccd_wbc_mask', 'read_mask_folder', 'read_bccd_wbc_masks', 'read_synapse',
-           'synapse_slices', 'load_synapse_item', 'write_synapse_npz', 'write_synapse_h5', 'InstDataset', 'SemDataset',
-           'inst_dls', 'sem_dls', 'show_masks']
+           'read_dsb2018', 'write_dsb2018', 'bccd_wbc_mask', 'read_mask_folder', 'read_bccd_wbc_masks',
+           'write_mask_crops', 'read_synapse', 'synapse_slices', 'load_synapse_item', 'write_synapse_npz',
+           'write_synapse_h5', 'InstDataset', 'SemDataset', 'inst_dls', 'sem_dls', 'show_masks']
 
 # %% ../../nbs/14_data_seg.ipynb #40171179
 INST_COLS = ['path', 'image_id', 'width', 'height', 'label', 'x0', 'y0', 'x1', 'y1', 'rle', 'mask_path', 'split', 'dataset']
@@ -287,6 +287,28 @@ def read_bccd_wbc_masks(root:str|Path) -> pd.DataFrame:
     return read_mask_folder(root/'BCCD'/'JPEGImages', root/'wbc_masks', lambda s: s.replace('BloodImage_', 'BloodImage_Mask_')+'.png',
                             classes=BCCD_WBC_CLASSES, decoder='bccd_wbc', dataset='bccd')
 
+# %% ../../nbs/14_data_seg.ipynb #8ef6256a
+def write_mask_crops(df:pd.DataFrame,   # Semantic table (`read_mask_folder`, `read_bccd_wbc_masks`)
+                     root:str|Path,     # Folder to write `images/` and `masks/` into
+                     margin:float=0.5,  # Extra side on each side of the foreground box, as a fraction of its larger side
+                    ) -> pd.DataFrame:  # Semantic table of the crops (index decoder), `split` kept
+    "Crop every image of `df` to a square around its mask's foreground and write image + class-id mask PNGs."
+    root = Path(root); (root/'images').mkdir(parents=True, exist_ok=True); (root/'masks').mkdir(exist_ok=True)
+    dec,split,drop = MASK_DECODERS[df.attrs.get('decoder', 'index')],{},[]
+    for _,r in df.iterrows():
+        img,m = load_image(r['path']),dec(r['mask_path'])
+        ys,xs = np.nonzero(m)
+        if not len(ys): drop.append((r['path'], 'no foreground in the mask')); continue
+        cy,cx = (ys.min()+ys.max()+1)/2,(xs.min()+xs.max()+1)/2
+        h = max(ys.max()-ys.min(), xs.max()-xs.min())*(0.5+margin) + 1
+        y0,y1,x0,x1 = (int(max(0, round(v))) for v in (cy-h, cy+h, cx-h, cx+h))
+        n = Path(r['path']).stem + '.png'; split[n] = r['split']
+        Image.fromarray(img[y0:y1, x0:x1]).save(root/'images'/n); Image.fromarray(m[y0:y1, x0:x1].astype(np.uint8)).save(root/'masks'/n)
+    out = read_mask_folder(root/'images', root/'masks', classes=df.attrs.get('classes', ('background', 'foreground')),
+                           dataset=str(df['dataset'].iloc[0]) if len(df) else 'masks')
+    out['split'] = [split.get(Path(p).name) for p in out['path']]
+    return note_dropped(out, drop, f"write_mask_crops({root})", **{k: v for k,v in out.attrs.items() if k not in ('dropped', 'dropped_items')})
+
 # %% ../../nbs/14_data_seg.ipynb #01ff43e2
 SYNAPSE_CLASSES = ('background', 'spleen', 'right kidney', 'left kidney', 'gallbladder', 'liver', 'stomach', 'aorta', 'pancreas')
 
@@ -398,9 +420,10 @@ class SemDataset(torch.utils.data.Dataset):
     "One item per row of a semantic table: `(image 3×H×W float, class map H×W long)`; Synapse rows are grey slices."
     def __init__(self, df:pd.DataFrame,   # Semantic table; `attrs['decoder']` names the mask decoder
                  sz:int|None=256,         # Resize to `sz`×`sz`; None keeps the image size
+                 tfm=None,                # Optional callable `(x, y) -> (x, y)` on the resized tensors (augmentation)
                 ):
         if 'slice' in df and df['slice'].isna().any(): raise ConfigError("volume rows in the table: expand them with `synapse_slices`")
-        self.sz,self.dec = sz,MASK_DECODERS[df.attrs.get('decoder', 'index')]
+        self.sz,self.tfm,self.dec = sz,tfm,MASK_DECODERS[df.attrs.get('decoder', 'index')]
         self.rows = df[[c for c in ('path', 'mask_path', 'slice') if c in df]].to_dict('records')
     def __len__(self): return len(self.rows)
     def __getitem__(self, i):
@@ -410,17 +433,18 @@ class SemDataset(torch.utils.data.Dataset):
             img = np.repeat((np.clip(img, 0, 1)*255).astype(np.uint8)[..., None], 3, -1)
         else: img,lbl = load_image(r['path']), self.dec(r['mask_path'])
         x = torch.from_numpy(_resize(img, self.sz, False)).permute(2, 0, 1).float()/255
-        return x, torch.from_numpy(_resize(lbl.astype(np.uint8), self.sz, True).astype(np.int64))
+        y = torch.from_numpy(_resize(lbl.astype(np.uint8), self.sz, True).astype(np.int64))
+        return self.tfm(x, y) if self.tfm is not None else (x, y)
 
 # %% ../../nbs/14_data_seg.ipynb #fa376e1b
-def _split_dls(ds_fn, df, bs, valid_pct, seed, num_workers, collate_fn=None):
+def _split_dls(ds_fn, df, bs, valid_pct, seed, num_workers, collate_fn=None, train_fn=None):
     from fastai.data.core import DataLoaders
     is_va = valid_mask(df, valid_pct, seed); tr,va = df[~is_va], df[is_va]
     for d in (tr, va): d.attrs = dict(df.attrs)
     from fastai.data.load import DataLoader
     kw = dict(create_batch=collate_fn) if collate_fn else {}
-    mk = lambda d, shuffle: DataLoader(ds_fn(d), bs=bs, shuffle=shuffle, num_workers=num_workers, **kw)
-    return DataLoaders(mk(tr, True), mk(va, False))
+    mk = lambda ds, shuffle: DataLoader(ds, bs=bs, shuffle=shuffle, num_workers=num_workers, **kw)
+    return DataLoaders(mk((train_fn or ds_fn)(tr), True), mk(ds_fn(va), False))
 
 def inst_dls(df:pd.DataFrame,        # Instance table
              bs:int=4,               # Images per batch
@@ -438,9 +462,11 @@ def sem_dls(df:pd.DataFrame,         # Semantic table (Synapse volumes expanded 
             valid_pct:float=0.2,     # Validation share of rows when no row has split 'valid'
             seed:int=0,              # Seed of that split
             num_workers:int=0,       # DataLoader worker processes
+            train_tfm=None,          # Callable `(x, y) -> (x, y)` applied to training items only (augmentation)
            ):
     "fastai `DataLoaders` of `(images, class maps)` batches from a semantic table, decoded lazily."
-    return _split_dls(lambda d: SemDataset(d, sz), df, bs, valid_pct, seed, num_workers)
+    return _split_dls(lambda d: SemDataset(d, sz), df, bs, valid_pct, seed, num_workers,
+                      train_fn=lambda d: SemDataset(d, sz, train_tfm))
 
 # %% ../../nbs/14_data_seg.ipynb #df8effbf
 def show_masks(img,                        # Image: array H×W[×C], tensor C×H×W or path
