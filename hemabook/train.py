@@ -112,18 +112,22 @@ def _why(e):
     msg = m.group(1) if m else (str(e).strip().splitlines() or [''])[0]
     return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
 
-def _read_ckpt(path, device, with_opt=True):
-    "The checkpoint dict at `path`, loaded with `weights_only=True` onto `device`; `CheckpointError` if unusable."
+def _torch_load(path, device='cpu'):
+    "`torch.load(path, weights_only=True)` onto `device`, with a `CheckpointError` that says why a file is refused."
     path = Path(path)
     if not path.exists(): raise CheckpointError(f"{path}: no such checkpoint file")
     if not path.is_file(): raise CheckpointError(f"{path}: not a file")
-    try: ckpt = torch.load(path, map_location=device, weights_only=True)
+    try: return torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
         m = re.search(r'Unsupported global: GLOBAL (\S+)', str(e))
         if m: raise CheckpointError(f"{path}: the checkpoint holds Python objects such as {m.group(1)} that need "
                                     "full unpickling (weights_only=False), which can run arbitrary code, so hemabook "
                                     "refuses it; re-save it with only tensors and plain values") from e
         raise CheckpointError(f"{path}: cannot read the checkpoint (corrupt or not a torch file): {_why(e)}") from e
+
+def _read_ckpt(path, device, with_opt=True):
+    "The checkpoint dict at `path`, loaded with `weights_only=True` onto `device`; `CheckpointError` if unusable."
+    ckpt = _torch_load(path, device)
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: expected a dict with keys {', '.join(_CKPT_KEYS)}, got {type(ckpt).__name__}")
     missing = [k for k in _CKPT_KEYS + (('opt',) if with_opt else ()) if k not in ckpt]

@@ -15,7 +15,7 @@ from torch import nn
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
 from ..core import CheckpointError, ConfigError, logger
-from ..train import _few, _why
+from ..train import _few, _torch_load
 
 # %% auto #0
 __all__ = ['SAM_ARCHS', 'SAM_CHECKPOINTS', 'NORMS', 'sam_config', 'resolve_norm', 'norm_stats', 'build_encoder', 'build_sam',
@@ -117,10 +117,7 @@ def _verify_official(path):
 
 def read_state_dict(path:str|Path) -> dict:
     "A state dict of tensors from `path`, read with `weights_only=True`; `CheckpointError` says what is wrong."
-    path = Path(path)
-    if not path.is_file(): raise CheckpointError(f"{path}: no such checkpoint file")
-    try: sd = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e: raise CheckpointError(f"{path}: cannot read it as a weights-only PyTorch checkpoint ({_why(e)})") from e
+    sd = _torch_load(path)
     if isinstance(sd, dict) and set(sd) & {'model', 'state_dict'} and not any(isinstance(v, torch.Tensor) for v in sd.values()):
         sd = sd.get('model', sd.get('state_dict'))
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
