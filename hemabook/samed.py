@@ -23,6 +23,7 @@ from .core import ConfigError, logger
 from .train import hb_learner
 from .sam.model import build_sam
 from .sam.lora import add_lora
+from .data.seg import ct_slice_rgb, image_tensor
 
 # %% auto #0
 __all__ = ['prompt_free_decode', 'SemanticSam', 'samed_model', 'soft_dice_loss', 'SamedLoss', 'samed_augment', 'warmup_poly',
@@ -164,11 +165,6 @@ def samed_learner(dls,                        # `sem_dls` DataLoaders of (image,
                       wd=wd, run_dir=run_dir, params=params, **kwargs)
 
 # %% ../nbs/23_samed.ipynb #7897ba74
-def _slice_input(img, sz):
-    from hemabook.data.seg import _resize
-    u8 = (np.clip(img, 0, 1)*255).astype(np.uint8)
-    return torch.from_numpy(_resize(u8, sz, False)).float().div(255)[None].expand(3, -1, -1)
-
 @torch.no_grad()
 def predict_volume(model:SemanticSam,  # A trained `SemanticSam`
                    vol:np.ndarray,     # (D, H, W) image volume in [0, 1] (or one H×W slice)
@@ -181,7 +177,7 @@ def predict_volume(model:SemanticSam,  # A trained `SemanticSam`
     dev,(h,w) = next(model.parameters()).device,vol.shape[1:]
     out = []
     for i in range(0, len(vol), bs):
-        x = torch.stack([_slice_input(s, model.img_size) for s in vol[i:i+bs]]).to(dev)
+        x = torch.stack([image_tensor(ct_slice_rgb(s), model.img_size) for s in vol[i:i+bs]]).to(dev)
         p = model.predict(x).to(torch.uint8)
         out.append(F.interpolate(p[:, None].float(), size=(h, w), mode='nearest')[:, 0].byte().cpu().numpy())
     out = np.concatenate(out)

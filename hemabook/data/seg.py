@@ -21,7 +21,8 @@ __all__ = ['INST_COLS', 'SEM_COLS', 'SYNAPSE_COLS', 'BCCD_WBC_CLASSES', 'MASK_DE
            'write_coco_instances', 'synth_nuclei_image', 'instance_label_image', 'boxes_from_label_image',
            'read_dsb2018', 'write_dsb2018', 'bccd_wbc_mask', 'read_mask_folder', 'read_bccd_wbc_masks',
            'write_mask_crops', 'read_synapse', 'synapse_slices', 'load_synapse_item', 'write_synapse_npz',
-           'write_synapse_h5', 'InstDataset', 'SemDataset', 'inst_dls', 'sem_dls', 'show_masks']
+           'write_synapse_h5', 'InstDataset', 'ct_slice_rgb', 'image_tensor', 'SemDataset', 'inst_dls', 'sem_dls',
+           'show_masks']
 
 # %% ../../nbs/14_data_seg.ipynb #40171179
 INST_COLS = ['path', 'image_id', 'width', 'height', 'label', 'x0', 'y0', 'x1', 'y1', 'rle', 'mask_path', 'split', 'dataset']
@@ -410,12 +411,21 @@ class InstDataset(torch.utils.data.Dataset):
         ms = [rle_to_mask(r) if isinstance(r, dict) else read_mask_png(m) for r,m in objs]
         ms = np.stack([_resize(m.astype(np.uint8), self.sz, True) for m in ms]) if ms else np.zeros((0, *((self.sz,)*2 if self.sz else (h, w))), np.uint8)
         if self.sz: bxs = bxs * np.array([self.sz/w, self.sz/h]*2, np.float32)
-        x = torch.from_numpy(_resize(img, self.sz, False)).permute(2, 0, 1).float()/255
-        return x, torch.from_numpy(ms), torch.from_numpy(bxs.reshape(-1, 4))
+        return image_tensor(img, self.sz), torch.from_numpy(ms), torch.from_numpy(bxs.reshape(-1, 4))
 
 def _inst_collate(b): return torch.stack([x for x,_,_ in b]), [m for _,m,_ in b], [bb for _,_,bb in b]
 
 # %% ../../nbs/14_data_seg.ipynb #3bf6bad4
+def ct_slice_rgb(img:np.ndarray) -> np.ndarray:
+    "A CT slice in [0, 1] as the H×W×3 uint8 image models see: clipped to [0, 1], 8-bit, grey repeated to 3 channels."
+    return np.repeat((np.clip(img, 0, 1)*255).astype(np.uint8)[..., None], 3, -1)
+
+def image_tensor(img:np.ndarray,   # H×W×3 uint8
+                 sz:int|None,      # Resize (bilinear) to `sz`×`sz`; None keeps the size
+                ) -> torch.Tensor: # 3×sz×sz float in [0, 1]
+    "An RGB uint8 image as the float tensor hemabook's segmentation models take."
+    return torch.from_numpy(_resize(img, sz, False)).permute(2, 0, 1).float()/255
+
 class SemDataset(torch.utils.data.Dataset):
     "One item per row of a semantic table: `(image 3×H×W float, class map H×W long)`; Synapse rows are grey slices."
     def __init__(self, df:pd.DataFrame,   # Semantic table; `attrs['decoder']` names the mask decoder
@@ -430,9 +440,9 @@ class SemDataset(torch.utils.data.Dataset):
         r = self.rows[i]
         if r['path'].endswith(('.npz', '.h5')):
             img,lbl = load_synapse_item(r)
-            img = np.repeat((np.clip(img, 0, 1)*255).astype(np.uint8)[..., None], 3, -1)
+            img = ct_slice_rgb(img)
         else: img,lbl = load_image(r['path']), self.dec(r['mask_path'])
-        x = torch.from_numpy(_resize(img, self.sz, False)).permute(2, 0, 1).float()/255
+        x = image_tensor(img, self.sz)
         y = torch.from_numpy(_resize(lbl.astype(np.uint8), self.sz, True).astype(np.int64))
         return self.tfm(x, y) if self.tfm is not None else (x, y)
 
