@@ -35,7 +35,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=['hemabook', 'hemabook.*']),
     include_package_data=True,
     install_requires=requirements,
-    extras_require={'dev': dev_requirements},
+    extras_require={'dev': dev_requirements, 'xgboost': ['xgboost>=2.0']},   # BC-SAM's optional XGBoost classifier
     python_requires='>=' + cfg['min_python'],
     zip_safe=False,
     entry_points={'console_scripts': cfg.get('console_scripts', '').split(),

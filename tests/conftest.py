@@ -5,6 +5,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+# pytest-xdist runs several worker processes on the machine's cores. Each worker, and every process it starts (papermill
+# kernels, the demo), gets its share of threads: oversubscribed OpenMP threads made the CPU-heavy tests 5-7x slower.
+_workers = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
+_cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+for _v in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'NUMBA_NUM_THREADS'):
+    os.environ.setdefault(_v, str(max(1, _cpus//_workers)))
+
 def cli(*args, cwd=None, env=None, timeout=600):
     "Run the installed `hemabook` console script; returns the CompletedProcess (text, both streams captured)."
     exe = Path(sys.executable).parent/'hemabook'

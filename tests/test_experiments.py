@@ -4,13 +4,16 @@ import json
 import pytest
 from conftest import REPO, cli
 
-@pytest.fixture(scope='module')
-def demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp('demo')
-    r = cli('demo', '--out', out)
-    return out, r
+def _demo(tmp_path):
+    out = tmp_path/'demo'
+    return out, cli('demo', '--out', out, timeout=1200)
 
-def test_demo_runs_every_experiment(demo):
+def test_demo(tmp_path):
+    "One test, so that one pytest-xdist worker runs the demo once (a shared fixture ran it once per worker)."
+    demo = _demo(tmp_path)
+    _demo_runs_every_experiment(demo); _wbc_classifier_learns(demo); _bcsam_smoke(demo)
+
+def _demo_runs_every_experiment(demo):
     out,r = demo
     assert r.returncode==0, r.stdout + r.stderr
     summary = (out/'summary.md').read_text()
@@ -19,7 +22,7 @@ def test_demo_runs_every_experiment(demo):
         assert f'| {name} | ok |' in summary, summary
         assert (out/name/f'{name}.ipynb').exists() and (out/name/'metrics.json').exists()
 
-def test_wbc_classifier_learns(demo):
+def _wbc_classifier_learns(demo):
     out,_ = demo
     run = out/'wbc_classifier'
     m = json.loads((run/'metrics.json').read_text())
@@ -41,3 +44,16 @@ def test_run_with_parameters_and_resume(tmp_path):
     r = cli('run', 'wbc_classifier', '-p', 'EPOCHS', '2', '-p', 'ARCH', 'resnet10t', '--out', out)
     assert r.returncode==0, r.stdout + r.stderr
     assert len(json.loads((out/'history.json').read_text()))==2
+
+def _bcsam_smoke(demo):
+    out,_ = demo
+    run = out/'bcsam'
+    m = json.loads((run/'metrics.json').read_text())
+    assert set(m['table']) == {'rf', 'svm_poly', 'svm_rbf', 'mlp', 'logreg'}
+    assert len(m['table']['rf']) == 9                       # A→A, A→B, B→A, B→B (mean and std) and the average
+    assert m['cells'] == {'matek19': 20, 'acevedo20': 20} and m['empty_masks'] == 0
+    assert m['seg_dice'] > 0.5
+    # the sample domains differ only in tint: the aligned codes classify both ways far above chance
+    assert m['average'] > 2*100*max(m['majority_rate'].values()), m['table']
+    assert 'no SAM checkpoint' in m['recipe']['note']       # the outputs say the encoder trained fully
+    for f in ('umap.png', 'reconstructions.png', 'confusion.png', 'scores.csv', 'latents.npy'): assert (run/f).exists()

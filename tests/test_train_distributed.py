@@ -39,11 +39,18 @@ def _check_run(out):
     for k in fin0: assert torch.equal(ckpt['model'][k], fin0[k])
     assert sorted(p.name for p in (run/'checkpoints').iterdir()) == ['last.pth'], "no stray temporary files"
 
-def test_launch_two_cpu_processes(tmp_path, monkeypatch):
+def _launch(out, use_fastai=False):
+    """`launch(W.train, out, use_fastai)` from a fresh interpreter. A launch forked from a pytest worker inherits the locks
+    of whatever threads earlier tests started there, and its processes can deadlock (seen once, hanging `make test`)."""
+    code = (f"import sys; sys.path.insert(0, {str(HERE)!r}); import ddp_worker as W; from hemabook.train import launch; "
+            f"launch(W.train, {str(out)!r}, {use_fastai}, num_processes=2)")
+    res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, 'HEMABOOK_DEVICE': 'cpu'})
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+
+def test_launch_two_cpu_processes(tmp_path):
     "`launch` (accelerate's notebook_launcher, forked) with hemabook's `distrib_ctx`."
-    from hemabook.train import launch
-    monkeypatch.setenv('HEMABOOK_DEVICE', 'cpu')
-    launch(W.train, str(tmp_path), num_processes=2)
+    _launch(tmp_path)
     _check_run(tmp_path)
 
 def test_torchrun_two_cpu_processes(tmp_path):
@@ -55,11 +62,9 @@ def test_torchrun_two_cpu_processes(tmp_path):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     _check_run(tmp_path)
 
-def test_fastai_distributed_dl_fails_on_cpu(tmp_path, monkeypatch):
+def test_fastai_distributed_dl_fails_on_cpu(tmp_path):
     "The fastai 2.8.7 bug hemabook works around: its DistributedDL moves the indices to CUDA, even for gloo."
-    from hemabook.train import launch
-    monkeypatch.setenv('HEMABOOK_DEVICE', 'cpu')
-    launch(W.train, str(tmp_path), True, num_processes=2)
+    _launch(tmp_path, True)
     for r in (0, 1):
         msg = (tmp_path/f'fastai{r}.txt').read_text()
         if msg.startswith('skip'): pytest.skip(msg[6:])

@@ -19,7 +19,7 @@ from .det import DET_COLS, LA_ATTRS, LA_CLASSES, TAIL_COLS, write_leukemiaattri_
 from .seg import INST_COLS, mask_to_rle, write_coco_instances, write_dsb2018, write_synapse_h5, write_synapse_npz
 
 # %% auto #0
-__all__ = ['SAMPLE_SETS', 'write_domain_pair', 'write_attri_smears', 'write_bccd_like', 'write_nuclei_coco',
+__all__ = ['SAMPLE_SETS', 'write_domain_pair', 'write_wbc_masks', 'write_attri_smears', 'write_bccd_like', 'write_nuclei_coco',
            'write_synapse_sample', 'write_samples']
 
 # %% ../../nbs/19_data_samples.ipynb #9f368dcc
@@ -40,6 +40,26 @@ def write_domain_pair(root:str|Path,     # Folder for `matek19/` and `acevedo20/
                 rng = np.random.default_rng([seed, d, ki, i])
                 imgs.append(apply_domain(synth_wbc(k, sz, rng=rng)[0], name, rng)); labels.append(abbr[k])
         out += write_class_folders((imgs, labels), root/name, layout=layout)
+    return out
+
+# %% ../../nbs/19_data_samples.ipynb #5b002dc5
+def write_wbc_masks(root:str|Path,     # Folder for `images/` and `masks/`
+                    n_per_class:int=2, # Cells per type and domain
+                    sz:int=96,         # Image side
+                    seed:int=6,        # Seed
+                   ) -> list[Path]:    # The image files written
+    "Write single white cells of both sample domains with their cell masks (0 background, 255 cell) as PNGs."
+    root = Path(root); out = []
+    for d in ('images', 'masks'): (root/d).mkdir(parents=True, exist_ok=True)
+    for di,dom in enumerate(('matek19', 'acevedo20')):
+        for ki,k in enumerate(WBC_KINDS):
+            for i in range(n_per_class):
+                rng = np.random.default_rng([seed, di, ki, i])
+                img,_,cell = synth_wbc(k, sz, rng=rng)
+                f = root/'images'/f'{dom}_{k}_{i:02d}.png'
+                Image.fromarray(apply_domain(img, dom, rng)).save(f)
+                Image.fromarray((cell*255).astype(np.uint8)).save(root/'masks'/f.name)
+                out.append(f)
     return out
 
 # %% ../../nbs/19_data_samples.ipynb #713f1ac9
@@ -142,6 +162,7 @@ def write_synapse_sample(root:str|Path,   # Synapse root to write
 SAMPLE_SETS = dict(
     wbc_synth     = lambda root: write_wbc_folders(root/'wbc_synth', n_per_class=16, sz=64, seed=0),
     domain_pair   = lambda root: write_domain_pair(root),
+    wbc_masks     = lambda root: write_wbc_masks(root/'wbc_masks'),
     leukemiaattri = lambda root: write_attri_smears(root/'leukemiaattri'),
     bccd          = lambda root: write_bccd_like(root/'bccd'),
     nuclei        = lambda root: write_dsb2018(write_nuclei_coco(root/'nuclei_coco'), root/'nuclei_dsb2018'),
