@@ -31,3 +31,8 @@ def shared_subset(shared_data, *parts):
     p = shared_data.joinpath(*parts)
     if not p.is_dir(): pytest.skip(f"{p} not found: that real data subset is absent here")
     return p
+
+def bccd_split(root):
+    "BCCD's own lists (`read_voc`'s reading of ImageSets): image stem → 'train' | 'valid' (its test set held out)."
+    from hemabook.data.det import _voc_splits
+    return {s: {'train': 'train', 'test': 'valid'}[v] for s,v in _voc_splits(Path(root)/'BCCD').items() if v in ('train', 'test')}

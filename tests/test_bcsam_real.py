@@ -3,9 +3,8 @@ import json
 from pathlib import Path
 import pandas as pd
 import torch
-from conftest import shared_subset
+from conftest import bccd_split, shared_subset
 from hemabook.core import load_image, set_seed
-from hemabook.data.det import _voc_splits
 from hemabook.data.seg import read_bccd_wbc_masks, write_mask_crops, sem_dls
 from hemabook.samed import samed_learner, samed_augment
 from hemabook.sam.model import norm_stats
@@ -19,7 +18,7 @@ def test_bcsam_acevedo_bccd(shared_data, tmp_path):
     ace = shared_subset(shared_data, 'acevedo20_subset')
     # Stage 1: a tiny LoRA-SAM learns the one-class cell mask on 64 BCCD crops (BCCD's own train/test lists).
     df = read_bccd_wbc_masks(bccd); attrs = dict(df.attrs)
-    split = {s: {'train': 'train', 'test': 'valid'}[v] for s,v in _voc_splits(bccd/'BCCD').items() if v in ('train', 'test')}
+    split = bccd_split(bccd)
     df['split'] = [split.get(Path(p).stem) for p in df['path']]
     df = pd.concat([df[df['split'] == 'train'].head(64), df[df['split'] == 'valid'].head(24)]); df.attrs = attrs
     seg = cell_mask_table(write_mask_crops(df, tmp_path/'segcrops'))

@@ -1,21 +1,16 @@
 "SAMed on real cells: a tiny LoRA-SAM fine-tuned on BCCD's WBC masks (cytoplasm and nucleus) on the CPU, scored on held-out images."
 from pathlib import Path
 import pandas as pd
-from conftest import shared_subset
+from conftest import bccd_split, shared_subset
 from hemabook.core import set_seed
-from hemabook.data.det import _voc_splits
 from hemabook.data.seg import read_bccd_wbc_masks, write_mask_crops, sem_dls
 from hemabook.samed import samed_model, samed_learner, samed_augment, WarmupPoly
 from hemabook.train import fit
 
-def _bccd_split(root):
-    "BCCD's own lists (`read_voc`'s reading of ImageSets): image stem → 'train' | 'valid' (its test set held out)."
-    return {s: {'train': 'train', 'test': 'valid'}[v] for s,v in _voc_splits(root/'BCCD').items() if v in ('train', 'test')}
-
 def test_lora_sam_learns_bccd_wbc_masks(shared_data, tmp_path):
     root = shared_subset(shared_data, 'bccd', 'wbc_masks').parent
     df = read_bccd_wbc_masks(root); attrs = dict(df.attrs)
-    split = _bccd_split(root)
+    split = bccd_split(root)
     df['split'] = [split.get(Path(p).stem) for p in df['path']]
     df = pd.concat([df[df['split'] == 'train'].head(64), df[df['split'] == 'valid'].head(24)]); df.attrs = attrs
     crops = write_mask_crops(df, tmp_path/'crops')
