@@ -24,7 +24,7 @@ from .data.core import note_dropped
 from .data.taxonomy import BCSAM_13, BCSAM_MAP, COMMON_5, bcsam_label, to_common5
 from .train import hb_learner
 from .sam.embed import EmbeddingCache, EmbeddingEngine, _weights_hash, embed_images, prepare_image
-from .samed import SemanticSam, prompt_free_decode, samed_model
+from .samed import SemanticSam, samed_model
 
 # %% auto #0
 __all__ = ['BCSAM_NORM', 'PROTOCOLS', 'MMD_KINDS', 'warmup_cosine', 'WarmupCosine', 'bcsam_seg_model', 'cell_mask_table',
@@ -132,9 +132,7 @@ class CellMasks:
         self.__qualname__ = f"CellMasks(decoder {_weights_hash(model.sam.mask_decoder)[:16]})"
     @torch.no_grad()
     def __call__(self, emb:torch.Tensor, x:torch.Tensor) -> torch.Tensor:
-        s = self.model.sam
-        pe,dense = s.prompt_encoder.get_dense_pe(),s.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
-        lo = prompt_free_decode(s.mask_decoder, emb.float(), pe, dense)
+        lo = self.model.decode(emb.float())
         return F.interpolate(lo, size=x.shape[-2:], mode='bilinear', align_corners=False).argmax(1).to(torch.uint8)
 
 def extract_cells(model:SemanticSam,     # The stage-1 one-class model

@@ -49,10 +49,11 @@ class SemanticSam(nn.Module):
         if x.shape[-1] != self.img_size or x.shape[-2] != self.img_size:
             x = F.interpolate(x, size=(self.img_size,)*2, mode='bilinear', align_corners=False)
         return (x*255 - self.sam.pixel_mean)/self.sam.pixel_std
-    def forward(self, x):
-        emb = self.sam.image_encoder(self.preprocess(x))
+    def decode(self, emb):
+        "Low-resolution logits from image embeddings `emb` (B, C, h, w), prompt-free."
         pe,dense = self.sam.prompt_encoder.get_dense_pe(),self.sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
         return prompt_free_decode(self.sam.mask_decoder, emb, pe, dense)
+    def forward(self, x): return self.decode(self.sam.image_encoder(self.preprocess(x)))
     @torch.no_grad()
     def predict(self, x, size=None):
         "Label maps (B, H, W) at `size` (default: the input's): argmax of the upsampled logits."
