@@ -6,11 +6,17 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 # pytest-xdist runs several worker processes on the machine's cores. Each worker, and every process it starts (papermill
-# kernels, the demo), gets its share of threads: oversubscribed OpenMP threads made the CPU-heavy tests 5-7x slower.
-_workers = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
-_cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
-for _v in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'NUMBA_NUM_THREADS'):
-    os.environ.setdefault(_v, str(max(1, _cpus//_workers)))
+# kernels, the demo), gets its share of threads: oversubscribed OpenMP threads made the CPU-heavy tests 4-7x slower.
+# This must happen in the controller before it starts the workers (they inherit its environment); the variable
+# PYTEST_XDIST_WORKER_COUNT only exists in the workers, so reading it at import time set every worker to all cores.
+_THREAD_VARS = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'NUMBA_NUM_THREADS')
+
+def pytest_configure(config):
+    if os.environ.get('PYTEST_XDIST_WORKER'): return            # a worker: the controller has set them
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+    n = getattr(config.option, 'numprocesses', None) or 1
+    n = n if isinstance(n, int) else cpus                         # -n auto / logical
+    for v in _THREAD_VARS: os.environ.setdefault(v, str(max(1, cpus//max(n, 1))))   # a value you set is kept
 
 def cli(*args, cwd=None, env=None, timeout=600):
     "Run the installed `hemabook` console script; returns the CompletedProcess (text, both streams captured)."
@@ -36,3 +42,16 @@ def bccd_split(root):
     "BCCD's own lists (`read_voc`'s reading of ImageSets): image stem → 'train' | 'valid' (its test set held out)."
     from hemabook.data.det import _voc_splits
     return {s: {'train': 'train', 'test': 'valid'}[v] for s,v in _voc_splits(Path(root)/'BCCD').items() if v in ('train', 'test')}
+
+@pytest.fixture(autouse=True)
+def _cpu_log(request):
+    "With `$HEMABOOK_TEST_CPU_LOG` set, append each test's wall and CPU seconds (its own and its children's) to that file."
+    log = os.environ.get('HEMABOOK_TEST_CPU_LOG')
+    if not log: yield; return
+    import resource, time
+    usage = lambda who: (lambda u: u.ru_utime + u.ru_stime)(resource.getrusage(who))
+    t0,s0,c0 = time.perf_counter(),usage(resource.RUSAGE_SELF),usage(resource.RUSAGE_CHILDREN)
+    yield
+    with open(log, 'a') as f:
+        f.write(f"{request.node.nodeid}\twall {time.perf_counter()-t0:.1f}\tcpu {usage(resource.RUSAGE_SELF)-s0:.1f}"
+                f"\tchildren {usage(resource.RUSAGE_CHILDREN)-c0:.1f}\tworker {os.environ.get('PYTEST_XDIST_WORKER', '-')}\n")
