@@ -20,6 +20,7 @@ from PIL import Image
 from scipy import ndimage
 
 from .core import ConfigError, DataError, load_image, load_json, logger, save_json
+from .data.cls import read_cells
 from .data.core import note_dropped
 from .data.taxonomy import BCSAM_13, BCSAM_MAP, COMMON_5, bcsam_label, to_common5
 from .train import hb_learner
@@ -28,9 +29,9 @@ from .samed import SemanticSam, samed_model
 
 # %% auto #0
 __all__ = ['BCSAM_NORM', 'PROTOCOLS', 'MMD_KINDS', 'warmup_cosine', 'WarmupCosine', 'bcsam_seg_model', 'cell_mask_table',
-           'domain_table', 'read_cells', 'CellMasks', 'extract_cells', 'largest_component', 'masked_crop', 'cell_crops',
-           'CellAE', 'ssim', 'mean_mmd', 'kernel_mmd', 'domain_mmd', 'CrossDomainLoss', 'CellDataset', 'ae_dls',
-           'ae_learner', 'latents', 'show_reconstructions']
+           'domain_table', 'CellMasks', 'extract_cells', 'largest_component', 'masked_crop', 'cell_crops', 'CellAE',
+           'ssim', 'mean_mmd', 'kernel_mmd', 'domain_mmd', 'CrossDomainLoss', 'CellDataset', 'ae_dls', 'ae_learner',
+           'latents', 'show_reconstructions']
 
 # %% ../nbs/30_bcsam.ipynb #87cd7c86
 def warmup_cosine(step:float,            # 0-based epoch (or iteration)
@@ -114,15 +115,6 @@ def domain_table(source:pd.DataFrame,   # Classification table of the source dom
     notes = [f"classes in one domain only: {', '.join(sorted(only))}"] if only else []
     return note_dropped(out, drop, f'domain_table({names[0]} → {names[1]}, {protocol})', notes=notes,
                         protocol=protocol, domains=list(names), classes=[c for c in (BCSAM_13 if protocol == 'bcsam13' else COMMON_5) if c in set(out['label'])])
-
-def read_cells(root:str|Path, fmt:str, out:str|Path|None=None) -> pd.DataFrame:
-    "A single-cell table from `root` in `fmt`: 'matek19', 'acevedo20' (whatever class folders exist), 'bccd_wbc' (crops cut into `out`), 'imagefolder'."
-    from hemabook.data.cls import read_acevedo20, read_image_folder, read_matek19
-    from hemabook.data.det import bccd_wbc_crops
-    readers = dict(matek19=lambda: read_matek19(root, classes=None), acevedo20=lambda: read_acevedo20(root, classes=None),
-                   bccd_wbc=lambda: bccd_wbc_crops(root, out), imagefolder=lambda: read_image_folder(root))
-    if fmt not in readers: raise ConfigError(f"format {fmt!r}: expected one of {', '.join(readers)}")
-    return readers[fmt]()
 
 # %% ../nbs/30_bcsam.ipynb #e733f8e0
 class CellMasks:

@@ -5,10 +5,11 @@ import pandas as pd
 import torch
 from conftest import bccd_split, shared_subset
 from hemabook.core import load_image, set_seed
+from hemabook.data.cls import read_cells
 from hemabook.data.seg import read_bccd_wbc_masks, write_mask_crops, sem_dls
 from hemabook.samed import samed_learner, samed_augment
 from hemabook.sam.model import norm_stats
-from hemabook.bcsam import (WarmupCosine, bcsam_seg_model, cell_mask_table, read_cells, domain_table, extract_cells,
+from hemabook.bcsam import (WarmupCosine, bcsam_seg_model, cell_mask_table, domain_table, extract_cells,
                             cell_crops, ae_dls, CellAE, ae_learner, latents, CellDataset, kernel_mmd)
 from hemabook.crossdomain import cross_domain_eval, results_table, fmt_results, majority_rate
 from hemabook.train import fit

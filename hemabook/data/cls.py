@@ -17,8 +17,9 @@ from .core import note_dropped, valid_mask
 from .taxonomy import SCHEMES, bcsam_label, canonical, is_a
 
 # %% auto #0
-__all__ = ['CLS_COLS', 'ACEVEDO_FOLDERS', 'ACEVEDO_CLASSES', 'WRITE_LAYOUTS', 'MATEK_CLASSES', 'read_acevedo20', 'check_images',
-           'write_class_folders', 'read_matek19', 'read_cnmc', 'read_image_folder', 'cls_dls', 'bcsam_table']
+__all__ = ['CLS_COLS', 'ACEVEDO_FOLDERS', 'ACEVEDO_CLASSES', 'WRITE_LAYOUTS', 'MATEK_CLASSES', 'CELL_FORMATS', 'read_acevedo20',
+           'check_images', 'write_class_folders', 'read_matek19', 'read_cnmc', 'read_image_folder', 'read_cells',
+           'cls_dls', 'bcsam_table']
 
 # %% ../../nbs/12_data_cls.ipynb #8b2b8cb8
 CLS_COLS = ['path', 'label', 'fine_label', 'split', 'domain', 'patient', 'dataset']
@@ -281,6 +282,20 @@ def read_image_folder(root:str|Path,         # Folder of class folders (or split
                           domain=name, patient=None, dataset=name) for f in imgs]
     df = _table(rows, dropped, empty, name=f'read_image_folder({root})')
     return check_images(df, on_error=check) if check else df
+
+# %% ../../nbs/12_data_cls.ipynb #c143d33b
+CELL_FORMATS = ('matek19', 'acevedo20', 'cnmc', 'bccd_wbc', 'imagefolder')
+
+def read_cells(root:str|Path,          # The data set's root folder
+               fmt:str,                # One of `CELL_FORMATS`
+               out:str|Path|None=None, # 'bccd_wbc' only: folder for the crops (default `data_path('bccd_wbc_crops')`)
+              ) -> pd.DataFrame:       # The classification tidy table
+    "A single-cell table from `root` in `fmt`; Matek-19 and Acevedo-20 take whatever class folders exist."
+    from hemabook.data.det import bccd_wbc_crops
+    readers = dict(matek19=lambda: read_matek19(root, classes=None), acevedo20=lambda: read_acevedo20(root, classes=None),
+                   cnmc=lambda: read_cnmc(root), bccd_wbc=lambda: bccd_wbc_crops(root, out), imagefolder=lambda: read_image_folder(root))
+    if fmt not in readers: raise ConfigError(f"format {fmt!r}: expected one of {', '.join(CELL_FORMATS)}")
+    return readers[fmt]()
 
 # %% ../../nbs/12_data_cls.ipynb #47046ff8
 def _load_pil(fn):
