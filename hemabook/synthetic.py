@@ -28,6 +28,7 @@ _WBC_LOOK = dict(
     basophil  =(0.27, (200, 170, 210), (70, 30, 105)),
     lymphocyte=(0.21, (168, 190, 228), (68, 32, 110)),
     monocyte  =(0.37, (188, 184, 214), (120, 80, 150)),
+    lymphoblast=(0.29, (176, 190, 226), (132, 96, 172)),   # ALL blast: not a normal type, so not in WBC_KINDS
 )
 _PLASMA, _RBC = np.array((238, 226, 230.)), np.array((222, 148, 150.))
 
@@ -58,6 +59,8 @@ def _nucleus(kind, yy, xx, cy, cx, r, rng):
             m |= _ellipse(yy, xx, py, px, lr*rng.uniform(.8,1.05), lr*rng.uniform(.85,1.1), rng.uniform(0, np.pi))
             if i: m |= _segment(yy, xx, pts[i-1], (py,px), max(1., r*0.05))
         return m
+    if kind=='lymphoblast':   # round, nearly filling the cell
+        return _ellipse(yy, xx, cy + r*rng.uniform(-.06,.06), cx + r*rng.uniform(-.06,.06), r*.86, r*rng.uniform(.80,.88), ang)
     if kind=='lymphocyte':
         return _ellipse(yy, xx, cy + r*rng.uniform(-.1,.1), cx + r*rng.uniform(-.1,.1), r*.80, r*rng.uniform(.74,.84), ang)
     # monocyte: an ellipse with a bite out of one side -> kidney
@@ -90,7 +93,7 @@ def _rbcs(img, yy, xx, sz, rng, avoid, n, rscale=1.):
     return allm
 
 # %% ../nbs/10_synthetic.ipynb #c58caba3
-def synth_wbc(kind:str,                 # One of `WBC_KINDS`
+def synth_wbc(kind:str,                 # One of `WBC_KINDS`, or 'lymphoblast'
               sz:int=64,                # Side of the square image in pixels
               rng:np.random.Generator|int|None=None, # Random generator or seed
               blur:float=0.6,           # Gaussian blur sigma in pixels (focus)
@@ -98,7 +101,7 @@ def synth_wbc(kind:str,                 # One of `WBC_KINDS`
               brightness:float=1.,      # Illumination factor
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: # uint8 RGB image, nucleus mask, cell mask
     "Render one `kind` white blood cell in an `sz`×`sz` crop; returns `(img, nuc_msk, cell_msk)`."
-    if kind not in _WBC_LOOK: raise ConfigError(f"unknown white-cell kind {kind!r}; expected one of {', '.join(WBC_KINDS)}")
+    if kind not in _WBC_LOOK: raise ConfigError(f"unknown white-cell kind {kind!r}; expected one of {', '.join(_WBC_LOOK)}")
     rng = np.random.default_rng(rng)
     rf,cyto,nucc = _WBC_LOOK[kind]
     yy,xx = np.mgrid[:sz, :sz].astype(float)
@@ -117,6 +120,10 @@ def synth_wbc(kind:str,                 # One of `WBC_KINDS`
     if kind in ('lymphocyte', 'monocyte'):   # chromatin texture
         tex = ndimage.gaussian_filter(rng.normal(0, 1, (sz, sz)), 1.)
         img[nuc] *= (1 + .08*tex[nuc])[:, None]
+    elif kind=='lymphoblast':   # fine chromatin and pale nucleoli
+        tex = ndimage.gaussian_filter(rng.normal(0, 1, (sz, sz)), .6)
+        img[nuc] *= (1 + .03*tex[nuc])[:, None]
+        _paint(img, _dots(yy, xx, ndimage.binary_erosion(nuc, iterations=max(2, int(r*.3))), rng.integers(1, 4), 1.5*g, rng), (178, 150, 205), .75)
     img = ndimage.gaussian_filter(img, (blur, blur, 0)) if blur>0 else img
     img = img*brightness + rng.normal(0, noise, img.shape)
     return np.clip(np.round(img), 0, 255).astype(np.uint8), nuc, cell

@@ -19,8 +19,8 @@ from .det import DET_COLS, LA_ATTRS, LA_CLASSES, TAIL_COLS, write_leukemiaattri_
 from .seg import INST_COLS, mask_to_rle, write_coco_instances, write_dsb2018, write_synapse_h5, write_synapse_npz
 
 # %% auto #0
-__all__ = ['SAMPLE_SETS', 'write_domain_pair', 'write_wbc_masks', 'write_attri_smears', 'write_bccd_like', 'write_nuclei_coco',
-           'write_synapse_sample', 'write_samples']
+__all__ = ['SAMPLE_SETS', 'write_domain_pair', 'write_wbc_masks', 'write_cnmc_like', 'write_attri_smears', 'write_bccd_like',
+           'write_nuclei_coco', 'write_synapse_sample', 'write_samples']
 
 # %% ../../nbs/19_data_samples.ipynb #9f368dcc
 _MATEK = dict(neutrophil='NGS', eosinophil='EOS', basophil='BAS', lymphocyte='LYT', monocyte='MON')
@@ -61,6 +61,24 @@ def write_wbc_masks(root:str|Path,     # Folder for `images/` and `masks/`
                 Image.fromarray((cell*255).astype(np.uint8)).save(root/'masks'/f.name)
                 out.append(f)
     return out
+
+# %% ../../nbs/19_data_samples.ipynb #ed16627e
+def write_cnmc_like(root:str|Path,     # Folder to hold `C-NMC_Leukemia/`
+                    n_support:int=10,  # Cells per class in fold 0
+                    n_test:int=10,     # Cells per class in the preliminary test set
+                    sz:int=64,         # Image side
+                    seed:int=7,        # Seed
+                   ) -> list[Path]:    # The files written
+    "Write segmented lymphoblasts (`all`) and lymphocytes (`hem`) on black in C-NMC 2019's layout."
+    rows = []
+    for ci,(cls,kind) in enumerate((('all', 'lymphoblast'), ('hem', 'lymphocyte'))):
+        for i in range(n_support + n_test):
+            rng = np.random.default_rng([seed, ci, i])
+            img,_,cell = synth_wbc(kind, sz, rng=rng, noise=2.)
+            img[~cell] = 0
+            rows.append(dict(img=img, fine_label=cls, split='train' if i < n_support else 'test', fold=0,
+                             patient=f'{i%3+1}' if cls=='all' else f'H{i%3+1}'))
+    return write_class_folders(pd.DataFrame(rows), root, layout='cnmc')
 
 # %% ../../nbs/19_data_samples.ipynb #713f1ac9
 _DX = ('ALL', 'AML', 'CML')
@@ -163,6 +181,7 @@ SAMPLE_SETS = dict(
     wbc_synth     = lambda root: write_wbc_folders(root/'wbc_synth', n_per_class=16, sz=64, seed=0),
     domain_pair   = lambda root: write_domain_pair(root),
     wbc_masks     = lambda root: write_wbc_masks(root/'wbc_masks'),
+    cnmc          = lambda root: write_cnmc_like(root/'cnmc'),
     leukemiaattri = lambda root: write_attri_smears(root/'leukemiaattri'),
     bccd          = lambda root: write_bccd_like(root/'bccd'),
     nuclei        = lambda root: write_dsb2018(write_nuclei_coco(root/'nuclei_coco'), root/'nuclei_dsb2018'),
