@@ -11,7 +11,7 @@ def _demo(tmp_path):
 def test_demo(tmp_path):
     "One test, so that one pytest-xdist worker runs the demo once (a shared fixture ran it once per worker)."
     demo = _demo(tmp_path)
-    _demo_runs_every_experiment(demo); _wbc_classifier_learns(demo); _bcsam_smoke(demo)
+    _demo_runs_every_experiment(demo); _wbc_classifier_learns(demo); _bcsam_smoke(demo); _bloodshot_smoke(demo)
 
 def _demo_runs_every_experiment(demo):
     out,r = demo
@@ -57,3 +57,15 @@ def _bcsam_smoke(demo):
     assert m['average'] > 2*100*max(m['majority_rate'].values()), m['table']
     assert 'no SAM checkpoint' in m['recipe']['note']       # the outputs say the encoder trained fully
     for f in ('umap.png', 'reconstructions.png', 'confusion.png', 'scores.csv', 'latents.npy'): assert (run/f).exists()
+
+def _bloodshot_smoke(demo):
+    out,_ = demo
+    run = out/'bloodshot'
+    m = json.loads((run/'metrics.json').read_text())
+    assert set(m['fewshot']) == {'softmax', 'aam', 'aam_consistency'}
+    assert m['classes'] == ['lymphoblast', 'lymphocyte'] and (m['support'], m['query']) == (20, 20)   # C-NMC fold 0 / test
+    for v,r in m['fewshot'].items():
+        assert r['k'] == 5 and 0 <= r['accuracy']['mean'] <= 1 and r['accuracy']['std'] > 0, (v, r)
+        assert m['in_domain'][v]['accuracy'] > 0.2, (v, m['in_domain'][v])       # five synthetic types: chance 0.2
+        assert m['k_curve'][v]['k'] == [1, 2, 3, 5, 10]
+    for f in ('k_curve.png', 'k_curve.csv', 'fewshot_table.csv', 'aam/embedder.pth'): assert (run/f).exists()
