@@ -23,14 +23,14 @@ from PIL import Image
 
 from .core import CheckpointError, ConfigError, DataError, load_image, logger
 from .data.core import note_dropped
-from .train import _few, _torch_load, hb_learner
+from .train import _few, _torch_load, hb_learner, load_weights, precise_bn, PreciseBN
 
 # %% auto #0
 __all__ = ['BLOODSHOT_EXCLUDE', 'VARIANTS', 'K_VALUES', 'split_table', 'source_table', 'target_pools', 'CellImages',
            'fewshot_dls', 'create_embedder', 'CosineHead', 'FewShotNet', 'ArcFaceLoss', 'rotate_batch',
-           'RotationConsistency', 'precise_bn', 'PreciseBN', 'fewshot_model', 'fewshot_learner', 'embed_cells',
-           'prototypes', 'cosine_predict', 'cls_metrics', 'draw_support', 'FewShotResult', 'few_shot_eval',
-           'fewshot_table', 'k_curve', 'plot_k_curve', 'predict_classes']
+           'RotationConsistency', 'fewshot_model', 'fewshot_learner', 'embed_cells', 'prototypes', 'cosine_predict',
+           'cls_metrics', 'draw_support', 'FewShotResult', 'few_shot_eval', 'fewshot_table', 'k_curve', 'plot_k_curve',
+           'predict_classes']
 
 # %% ../nbs/40_fewshot.ipynb #de80d44d
 BLOODSHOT_EXCLUDE = ('KSC', 'LYA', 'MMZ', 'MOB')   # Matek-19 types with fewer than 30 images, left out by BloodShot
@@ -146,14 +146,6 @@ def fewshot_dls(df:pd.DataFrame,        # Table with `path`, `label_col` and a `
     return dls.to(device) if device is not None else dls
 
 # %% ../nbs/40_fewshot.ipynb #1bf9b0c3
-def _state_dict(path):
-    sd = _torch_load(path)
-    for k in ('state_dict', 'model', 'model_state_dict'):
-        if isinstance(sd, dict) and isinstance(sd.get(k), dict): sd = sd[k]
-    if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):
-        raise CheckpointError(f"{path}: expected a state dict of tensors (optionally under 'state_dict' or 'model')")
-    return sd
-
 def create_embedder(backbone:str='efficientnet_b0', # Any timm model name
                     weights:str|Path|None=None,   # A state dict (timm, torchvision-style keys or hemabook's) to start from; None: random
                     **kwargs,                     # Passed to `timm.create_model` (e.g. drop_rate)
@@ -162,18 +154,7 @@ def create_embedder(backbone:str='efficientnet_b0', # Any timm model name
     import timm
     if backbone not in timm.list_models(): raise ConfigError(f"backbone={backbone!r} is not a timm model name (see `timm.list_models()`)")
     m = timm.create_model(backbone, pretrained=False, num_classes=0, **kwargs)
-    if weights is not None:
-        sd = _state_dict(weights)
-        sd = {k.removeprefix('embedder.'): v for k,v in sd.items()}
-        own = m.state_dict()
-        extra = [k for k in sd if k not in own]
-        missing = [k for k in own if k not in sd]
-        if missing: raise CheckpointError(f"{weights}: {len(missing)} weight(s) of {backbone} are missing, e.g. {_few(missing)}")
-        bad = [k for k in own if sd[k].shape!=own[k].shape]
-        if bad: raise CheckpointError(f"{weights}: shape mismatch for {_few(bad)}, e.g. {bad[0]} is {tuple(sd[bad[0]].shape)}, "
-                                      f"{backbone} needs {tuple(own[bad[0]].shape)}")
-        m.load_state_dict({k: sd[k] for k in own})
-        if extra: logger.info("%s: ignored %d weight(s) that are not part of the embedder (%s)", weights, len(extra), _few(extra))
+    if weights is not None: load_weights(m, weights, f'the {backbone} embedder', prefix='embedder.')
     return m
 
 # %% ../nbs/40_fewshot.ipynb #d44b053e
@@ -247,33 +228,6 @@ class RotationConsistency(Callback):
         self.learn.loss_grad = self.learn.loss_grad + self.weight*d
         self.learn.loss = self.learn.loss_grad.clone()
         self.values.append(d.detach().item())
-
-# %% ../nbs/40_fewshot.ipynb #4163e1a8
-@torch.no_grad()
-def precise_bn(model:nn.Module,      # A model with BatchNorm layers
-               dl,                   # Batches of training images (e.g. `dls.train`); only the inputs are used
-               max_batches:int=50,   # Batches to average over
-              ) -> nn.Module:        # `model`, its running statistics re-estimated
-    "Replace every BatchNorm's running mean and variance by their exact average over `max_batches` training batches."
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    if not bns: return model
-    moms,was = [m.momentum for m in bns],model.training
-    for m in bns: m.reset_running_stats(); m.momentum = None    # momentum None: a cumulative average
-    model.train()
-    try:
-        for i,b in enumerate(dl):
-            if i >= max_batches: break
-            model(b[0])
-    finally:
-        for m,mo in zip(bns, moms): m.momentum = mo
-        model.train(was)
-    return model
-
-class PreciseBN(Callback):
-    "Before each validation, re-estimate BatchNorm statistics on training batches (`precise_bn`); training itself is unchanged."
-    order = 5
-    def __init__(self, max_batches:int=50): self.max_batches = max_batches
-    def before_validate(self): precise_bn(self.learn.model, self.dls.train, self.max_batches)
 
 # %% ../nbs/40_fewshot.ipynb #05cfb067
 VARIANTS = ('softmax', 'aam', 'aam_consistency')   # the report's Softmax, AAMSoftmax, AAMSoftmax + Consistency

@@ -25,8 +25,8 @@ from . import __version__
 from .core import CheckpointError, ConfigError, logger, get_device, save_json, load_json
 
 # %% auto #0
-__all__ = ['hb_learner', 'save_checkpoint', 'load_checkpoint', 'RunLogger', 'EpochCheckpoint', 'fit', 'DistributedDL',
-           'DistributedTrainer', 'distrib_ctx', 'launch']
+__all__ = ['hb_learner', 'save_checkpoint', 'load_checkpoint', 'load_weights', 'RunLogger', 'EpochCheckpoint', 'fit',
+           'precise_bn', 'PreciseBN', 'DistributedDL', 'DistributedTrainer', 'distrib_ctx', 'launch']
 
 # %% ../nbs/01_train.ipynb #3b3d51c2
 _AMP = ('auto', 'no', 'fp16', 'bf16')
@@ -183,6 +183,29 @@ def load_checkpoint(learn:Learner,       # The learner to load into; its model d
     _apply_ckpt(learn, ckpt, path, with_opt=with_opt)
     return {k:v for k,v in ckpt.items() if k not in ('model','opt')}
 
+# %% ../nbs/01_train.ipynb #80228b1b
+def load_weights(model:torch.nn.Module, # The module to fill
+                 weights:str|Path,      # A weights-only torch file: a state dict, or one under 'state_dict', 'model' or 'model_state_dict'
+                 what:str='the model',  # How errors name `model`
+                 prefix:str='',         # Removed from the start of every key first (e.g. 'embedder.')
+                ) -> torch.nn.Module:   # `model`
+    "Load pretrained `weights` (read with `weights_only=True`) into `model`: every weight must be there in the right shape; extra keys are ignored and counted."
+    sd = _torch_load(weights)
+    for k in ('state_dict', 'model', 'model_state_dict'):
+        if isinstance(sd, dict) and isinstance(sd.get(k), dict): sd = sd[k]
+    if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):
+        raise CheckpointError(f"{weights}: expected a state dict of tensors (optionally under 'state_dict' or 'model')")
+    sd,own = {k.removeprefix(prefix): v for k,v in sd.items()},model.state_dict()
+    missing = [k for k in own if k not in sd]
+    if missing: raise CheckpointError(f"{weights}: {len(missing)} weight(s) of {what} are missing, e.g. {_few(missing)}")
+    bad = [k for k in own if sd[k].shape!=own[k].shape]
+    if bad: raise CheckpointError(f"{weights}: shape mismatch for {_few(bad)}: {bad[0]} is {tuple(sd[bad[0]].shape)}, "
+                                  f"{what} needs {tuple(own[bad[0]].shape)}")
+    model.load_state_dict({k: sd[k] for k in own})
+    extra = [k for k in sd if k not in own]
+    if extra: logger.info("%s: ignored %d weight(s) that are not part of %s (%s)", weights, len(extra), what, _few(extra))
+    return model
+
 # %% ../nbs/01_train.ipynb #f095ad7e
 class _EpochEnd(Callback):
     "Base of callbacks that act once per finished training epoch, in `epoch_done`."
@@ -258,6 +281,35 @@ def fit(learn:Learner,        # A learner, usually from `hb_learner`
     else: logger.info("%s: all %d epochs are done; nothing to train", rd, n_epoch)
     if not rl[0].rows and rl[0].path is not None and rl[0].path.exists(): rl[0].rows = load_json(rl[0].path)
     return dict(rl[0].rows[-1]) if rl[0].rows else {}
+
+# %% ../nbs/01_train.ipynb #db92149b
+@torch.no_grad()
+def precise_bn(model:torch.nn.Module, # A model with BatchNorm layers
+               dl,                    # Training batches (e.g. `dls.train`)
+               max_batches:int=50,    # Batches to average over
+               fwd:Callable|None=None, # `fwd(model, batch)` runs the layers to re-estimate; None: `model(batch[0])`
+              ) -> torch.nn.Module:   # `model`, its running statistics re-estimated
+    "Replace every BatchNorm's running mean and variance by their exact average over `max_batches` training batches."
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not bns: return model
+    fwd = fwd or (lambda m,b: m(b[0]))
+    moms,was = [m.momentum for m in bns],model.training
+    for m in bns: m.reset_running_stats(); m.momentum = None    # momentum None: a cumulative average
+    model.train()
+    try:
+        for i,b in enumerate(dl):
+            if i >= max_batches: break
+            fwd(model, b)
+    finally:
+        for m,mo in zip(bns, moms): m.momentum = mo
+        model.train(was)
+    return model
+
+class PreciseBN(Callback):
+    "Before each validation, re-estimate BatchNorm statistics on training batches (`precise_bn`); training itself is unchanged."
+    order = 5
+    def __init__(self, max_batches:int=50, fwd:Callable|None=None): self.max_batches,self.fwd = max_batches,fwd
+    def before_validate(self): precise_bn(get_model(self.learn.model), self.dls.train, self.max_batches, self.fwd)
 
 # %% ../nbs/01_train.ipynb #b4b49544
 class DistributedDL(fdist.DistributedDL):

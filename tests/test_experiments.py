@@ -11,7 +11,7 @@ def _demo(tmp_path):
 def test_demo(tmp_path):
     "One test, so that one pytest-xdist worker runs the demo once (a shared fixture ran it once per worker)."
     demo = _demo(tmp_path)
-    _demo_runs_every_experiment(demo); _wbc_classifier_learns(demo); _bcsam_smoke(demo); _bloodshot_smoke(demo)
+    _demo_runs_every_experiment(demo); _wbc_classifier_learns(demo); _bcsam_smoke(demo); _bloodshot_smoke(demo); _attridet_smoke(demo)
 
 def _demo_runs_every_experiment(demo):
     out,r = demo
@@ -69,3 +69,14 @@ def _bloodshot_smoke(demo):
         assert m['in_domain'][v]['accuracy'] > 0.2, (v, m['in_domain'][v])       # five synthetic types: chance 0.2
         assert m['k_curve'][v]['k'] == [1, 2, 3, 5, 10]
     for f in ('k_curve.png', 'k_curve.csv', 'fewshot_table.csv', 'aam/embedder.pth'): assert (run/f).exists()
+
+def _attridet_smoke(demo):
+    "The smoke preset trains with and without DANN and writes the cross-domain tables, per-class AP and attribute tables."
+    out,_ = demo
+    run = out/'attridet'
+    m = json.loads((run/'metrics.json').read_text())
+    assert list(m['domain_table']['map50']) == ['H_100X_C1', 'H_100X_C1 + DANN']
+    assert set(m['domain_table']['map50']['H_100X_C1']) == {'H_100X_C1', 'L_100X_C2'}
+    assert {r['attribute'] for r in m['attributes']['H_100X_C1']['L_100X_C2']['gt_boxes']} >= {'nucleolus', 'mean'}
+    assert len(m['map_per_class']['H_100X_C1']['H_100X_C1']) == 14
+    assert (run/'domains.png').exists() and (run/'detections.png').exists() and (run/'dann'/'checkpoints'/'last.pth').exists()

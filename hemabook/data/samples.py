@@ -83,37 +83,39 @@ def write_cnmc_like(root:str|Path,     # Folder to hold `C-NMC_Leukemia/`
 # %% ../../nbs/19_data_samples.ipynb #713f1ac9
 _DX = ('ALL', 'AML', 'CML')
 
-def _smear_rows(path, img, objs, domain, patient, dx):
+def _smear_rows(path, img, objs, domain, patient, dx, split='train'):
     rows = []
     for o in objs:
         if o['kind']!='wbc': continue
         cls = LA_CLASSES[ATTRI_CLASSES.index(o['label'])]
         rows.append(dict(path=str(path), image_id=path.stem, width=img.shape[1], height=img.shape[0], label=o['label'],
                          fine_label=cls, x0=o['x0'], y0=o['y0'], x1=o['x1'], y1=o['y1'],
-                         **{a: o[s] for a,s in zip(LA_ATTRS, ATTRIBUTES)}, diagnosis=dx, split='train', domain=domain,
+                         **{a: o[s] for a,s in zip(LA_ATTRS, ATTRIBUTES)}, diagnosis=dx, split=split, domain=domain,
                          patient=patient, dataset='leukemiaattri'))
     return rows
 
 def write_attri_smears(root:str|Path,                      # Folder for the domain folders
-                       n_img:int=4,                        # Fields per domain
+                       n_img:int=4,                        # Training fields per domain
+                       n_test:int=0,                       # Test fields per domain (their patients are not in training)
                        sz:int=256,                         # Field side in pixels
                        domains:tuple=('H_100X_C1', 'L_100X_C2'), # Domains each field is recorded in
                        yolo_domain:str|None='H_100X_C1',   # Also write this domain as YOLO-12 (None: no)
                        seed:int=2,                         # Seed
+                       n_wbc:int=3,                        # White cells per field
                       ) -> pd.DataFrame:                   # The detection table of what was written
     "Write LeukemiaAttri-like smears with 14-class boxes and 7 attributes, COCO per domain (and YOLO-12 for one)."
     root = Path(root); tabs = []
-    for i in range(n_img):
-        patient, dx = str(i//2 + 1), _DX[i % len(_DX)]
-        base,objs,_ = synth_smear(sz, n_wbc=3, rng=np.random.default_rng([seed, i]))
+    for i in range(n_img + n_test):
+        patient, dx, split = str(i//2 + 1), _DX[i % len(_DX)], 'train' if i < n_img else 'test'
+        base,objs,_ = synth_smear(sz, n_wbc=n_wbc, rng=np.random.default_rng([seed, i]))
         for d,dom in enumerate(domains):
             img = apply_domain(base, dom, np.random.default_rng([seed, i, d]))
-            f = root/dom/'COCO Dataset'/'Images'/'train'/f'{patient}_{i+1}_1000_{dx}.png'
+            f = root/dom/'COCO Dataset'/'Images'/split/f'{patient}_{i+1}_1000_{dx}.png'
             f.parent.mkdir(parents=True, exist_ok=True); Image.fromarray(img).save(f)
-            tabs.append(pd.DataFrame(_smear_rows(f, img, objs, dom, patient, dx)))
+            tabs.append(pd.DataFrame(_smear_rows(f, img, objs, dom, patient, dx, split)))
     df = pd.concat(tabs, ignore_index=True)
     for dom,g in df.groupby('domain', sort=False):
-        write_leukemiaattri_coco(g, root/dom/'COCO Dataset'/'Annotations'/'train.json')
+        for split,h in g.groupby('split', sort=False): write_leukemiaattri_coco(h, root/dom/'COCO Dataset'/'Annotations'/f'{split}.json')
         if dom==yolo_domain: write_leukemiaattri_yolo(g, root/dom/'yolo')
     return df
 
@@ -182,7 +184,7 @@ SAMPLE_SETS = dict(
     domain_pair   = lambda root: write_domain_pair(root),
     wbc_masks     = lambda root: write_wbc_masks(root/'wbc_masks'),
     cnmc          = lambda root: write_cnmc_like(root/'cnmc'),
-    leukemiaattri = lambda root: write_attri_smears(root/'leukemiaattri'),
+    leukemiaattri = lambda root: write_attri_smears(root/'leukemiaattri', n_test=2),
     bccd          = lambda root: write_bccd_like(root/'bccd'),
     nuclei        = lambda root: write_dsb2018(write_nuclei_coco(root/'nuclei_coco'), root/'nuclei_dsb2018'),
     synapse       = lambda root: write_synapse_sample(root/'synapse'),
