@@ -5,7 +5,7 @@
 # %% ../nbs/50_attridet.ipynb #eef57605
 from __future__ import annotations
 import contextlib, io, math
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +20,10 @@ from fastai.callback.training import GradientClip
 from fastai.learner import Metric
 from fastai.torch_core import get_model, to_device
 
-from .core import CheckpointError, ConfigError, DataError, load_image, logger
-from .data.core import note_dropped
+from .core import ConfigError, DataError, load_image
 from .data.taxonomy import canonical
 from .data.det import BOX, LA_ATTRS, LA_CLASSES, DetDataset, det_collate, read_leukemiaattri_coco, read_leukemiaattri_yolo, show_boxes
-from .train import hb_learner, load_weights, PreciseBN
+from .train import _model_device, hb_learner, load_weights, PreciseBN
 
 # %% auto #0
 __all__ = ['LA_LABELS', 'HEADS', 'ATTR_TAGS', 'read_leukemiaattri', 'patient_split', 'TimmFPN', 'make_detector', 'roi_features',
@@ -62,7 +61,8 @@ def read_leukemiaattri(root:str|Path,        # Folder of domain folders (`H_100X
             if not ys: raise DataError(f"{d}: expected a YOLO data yaml (train/val/test, nc, names) under it")
             tabs.append(read_leukemiaattri_yolo(ys[0], domain=d.name))
     df = pd.concat(tabs, ignore_index=True)
-    df.attrs['dropped'] = {k: v for t in tabs for k,v in t.attrs.get('dropped', {}).items()}
+    df.attrs['dropped'] = dict(sum((Counter(t.attrs.get('dropped', {})) for t in tabs), Counter()))   # summed over files
+    df.attrs['dropped_items'] = [x for t in tabs for x in t.attrs.get('dropped_items', [])]
     return df
 
 def patient_split(df:pd.DataFrame,      # Detection tidy table
@@ -185,7 +185,7 @@ class AttrHead(nn.Module):
         for o in widths: layers += [nn.Conv2d(c, o, 3, padding=1), nn.LeakyReLU(), nn.MaxPool2d(2)]; c,h,w = o,h//2,w//2
         mlp,d = [nn.Flatten()],c*h*w
         for o in hidden: mlp += [nn.Dropout(p), nn.Linear(d, o), nn.LeakyReLU()]; d = o
-        self.n_attrs = n_attrs
+        self.n_attrs,self.roi = n_attrs,tuple(roi)
         self.net = nn.Sequential(*layers, *mlp, nn.Dropout(p), nn.Linear(d, 2*n_attrs))
     def forward(self, x): return self.net(x).view(len(x), self.n_attrs, 2)
 
@@ -208,8 +208,6 @@ def asl_loss(logits:torch.Tensor,     # n×A×2: a (value 0, value 1) logit pair
     return -(w*ll).sum(-1)[valid].sum() / valid.any(1).sum()
 
 # %% ../nbs/50_attridet.ipynb #d39012b4
-def _device(model): return next(model.parameters()).device
-
 _KEEP_EVAL = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.dropout._DropoutNd)
 
 @contextlib.contextmanager
@@ -237,7 +235,6 @@ class AttriDet(nn.Module):
                  **kwargs,                      # Passed to `make_detector` (score_thresh, detections_per_img)
                 ):
         super().__init__()
-        if head not in HEADS: raise ConfigError(f"head={head!r}: expected one of {', '.join(HEADS)}")
         if sz % 32: raise ConfigError(f"sz={sz}: use a multiple of 32 (the backbone's largest stride)")
         two = head=='fasterrcnn'
         self.backbone = TimmFPN(backbone, fpn_channels, _STRIDES if two else (8, 16, 32), 'pool' if two else 'p6p7', weights)
@@ -247,7 +244,6 @@ class AttriDet(nn.Module):
         ch = sum(self.backbone.channels[_STRIDES.index(s)] for s in self.attr_strides)
         akw = attr_kw or {}
         self.attr_head = AttrHead(ch, n_attrs, **akw) if n_attrs else None
-        self.roi = akw.get('roi', (24, 30))
         self.domain_head = DomainHead(self.backbone.channels[-1]) if uda else None
         self.n_classes,self.n_attrs,self.head_name = n_classes,n_attrs,head
 
@@ -261,7 +257,12 @@ class AttriDet(nn.Module):
         if self.attr_head is None: return None
         feats = feats if feats is not None else self.backbone.feats
         fs = [feats[_STRIDES.index(s)] for s in self.attr_strides]
-        return self.attr_head(roi_features(fs, self.attr_strides, boxes, self.roi))
+        return self.attr_head(roi_features(fs, self.attr_strides, boxes, self.attr_head.roi))
+
+    def attr_probs(self, boxes:list, feats:list|None=None) -> list|None:
+        "P(value 1) of each attribute (n_i×A per image) for per-image `boxes`, as `attr_logits`; None without an attribute head."
+        lg = self.attr_logits(boxes, feats)
+        return None if lg is None else list(lg.float().softmax(-1)[..., 1].split([len(b) for b in boxes]))
 
     def _targets(self, targets):
         return [dict(boxes=t['boxes'].float(), labels=t['labels'].long()+1) for t in targets]
@@ -281,9 +282,8 @@ class AttriDet(nn.Module):
         try:
             dets = self.det(list(images))
             for d in dets: d['labels'] = d['labels'] - 1
-            lg = self.attr_logits([d['boxes'] for d in dets])
-            if lg is not None:
-                for d,p in zip(dets, lg.float().softmax(-1)[..., 1].split([len(d['boxes']) for d in dets])): d['attr_prob'] = p
+            ps = self.attr_probs([d['boxes'] for d in dets])
+            for d,p in zip(dets, ps or []): d['attr_prob'] = p
         finally: self.train(was)
         return dets
 
@@ -415,7 +415,7 @@ class DetTargets(Callback):
     "Move the batch to the model's device and hand the targets to the model with the images: detection losses need them."
     order = -5
     def before_batch(self):
-        dev = next(get_model(self.model).parameters()).device
+        dev = _model_device(self.model)
         self.learn.xb,self.learn.yb = to_device(self.xb, dev),to_device(self.yb, dev)
         self.learn.xb = (*self.xb, *self.yb)
 
@@ -464,7 +464,7 @@ def attridet_learner(dls,                      # From `det_dls`, targets with `a
     "A learner that trains detector and attribute head jointly and validates loss, mAP@0.5 and attribute accuracy."
     metrics = [DetMAP(model.n_classes)] + ([AttrAcc()] if model.attr_head is not None else [])
     cbs = [DetTargets()] + ([GradientClip(clip)] if clip else []) + list(cbs or [])
-    if bn_batches: cbs.append(PreciseBN(bn_batches, fwd=lambda m,b: m.features(b[0].to(_device(m)))))
+    if bn_batches: cbs.append(PreciseBN(bn_batches, fwd=lambda m,b: m.features(b[0].to(_model_device(m)))))
     return hb_learner(dls, model, loss_func=DetLoss(attr_weight), metrics=metrics, cbs=cbs, **kwargs)
 
 # %% ../nbs/50_attridet.ipynb #ad08b39c
@@ -511,7 +511,42 @@ class DomainAdversarial(Callback):
         self.learn.loss_grad = self.learn.loss_grad + self.weight*self.domain_loss
 
 # %% ../nbs/50_attridet.ipynb #35d4be7d
+_KINDS = ('detect', 'gt')
+
 @torch.no_grad()
+def _predict(model, df, classes, sz, bs, kinds):
+    "One pass over the images of `df`: a table per kind, 'detect' (the detections) and/or 'gt' (attributes on `df`'s boxes)."
+    attrs = list(LA_ATTRS[:model.n_attrs]) if model.attr_head is not None else []
+    ds = DetDataset(df[df['label'].isna() | df['label'].isin(classes)], classes, sz, attrs=[])
+    dl = torch.utils.data.DataLoader(ds, batch_size=bs, collate_fn=det_collate)
+    dev,was = _model_device(model),model.training; model.eval(); rows = {k: [] for k in kinds}; k = 0
+    meta = df.drop_duplicates('path').set_index('path')
+    try:
+        for xb,yb in dl:
+            xb,outs = xb.to(dev),{}
+            if 'detect' in kinds: outs['detect'] = model.detect(xb)
+            if 'gt' in kinds:
+                bx = [t['boxes'].to(dev) for t in yb]
+                # the detector's pass already holds the backbone maps, unless it padded the batch to a multiple of 32
+                same = 'detect' in kinds and xb.shape[-1] % 32 == 0 and xb.shape[-2] % 32 == 0
+                ps = model.attr_probs(bx, model.backbone.feats if same else model.features(xb)) or [None]*len(bx)
+                outs['gt'] = [dict(boxes=b, scores=torch.ones(len(b)), labels=t['labels'], attr_prob=p) for b,t,p in zip(bx, yb, ps)]
+            for j in range(len(xb)):
+                p = ds.items[k][0]; k += 1; m = meta.loc[p]
+                sc = np.array([m['width']/sz, m['height']/sz]*2)
+                base = dict(path=p, image_id=m['image_id'], width=m['width'], height=m['height'], domain=m.get('domain'))
+                for kind,out in outs.items():
+                    o = out[j]; b = o['boxes'].cpu().numpy().reshape(-1, 4)*sc
+                    for i in range(len(b)):
+                        r = dict(base, label=classes[int(o['labels'][i])], score=float(o['scores'][i]), **dict(zip(BOX, b[i].tolist())))
+                        if o.get('attr_prob') is not None:
+                            pr = o['attr_prob'][i].cpu().numpy()
+                            r |= {f'p_{a}': float(v) for a,v in zip(attrs, pr)} | {a: int(v > .5) for a,v in zip(attrs, pr)}
+                        rows[kind].append(r)
+    finally: model.train(was)
+    cols = ['path', 'image_id', 'width', 'height', 'domain', 'label', 'score'] + BOX + [f'p_{a}' for a in attrs] + attrs
+    return {kind: pd.DataFrame(r, columns=cols) for kind,r in rows.items()}
+
 def predict_table(model:AttriDet,       # A trained model
                   df:pd.DataFrame,      # Detection tidy table of the images to read
                   classes:list,         # Class names in the model's label order
@@ -520,34 +555,8 @@ def predict_table(model:AttriDet,       # A trained model
                   boxes:str='detect',   # 'detect': the model's detections; 'gt': attributes on the table's own boxes (oracle localisation)
                  ) -> pd.DataFrame:     # One row per detection (or box), boxes in original image pixels, `p_<attr>` and 0/1 attributes
     "Run `model` over the images of `df`; a tidy table of its detections (or of attribute predictions on `df`'s boxes)."
-    if boxes not in ('detect', 'gt'): raise ConfigError(f"boxes={boxes!r}: expected 'detect' or 'gt'")
-    attrs = list(LA_ATTRS[:model.n_attrs]) if model.attr_head is not None else []
-    ds = DetDataset(df[df['label'].isna() | df['label'].isin(classes)], classes, sz, attrs=[])
-    dl = torch.utils.data.DataLoader(ds, batch_size=bs, collate_fn=det_collate)
-    dev,was = _device(model),model.training; model.eval(); rows = []; k = 0
-    meta = df.drop_duplicates('path').set_index('path')
-    try:
-        for xb,yb in dl:
-            xb = xb.to(dev)
-            if boxes=='detect': out = model.detect(xb)
-            else:
-                bx = [t['boxes'].to(dev) for t in yb]; lg = model.attr_logits(bx, model.features(xb))
-                ps = lg.float().softmax(-1)[..., 1].split([len(b) for b in bx]) if lg is not None else [None]*len(bx)
-                out = [dict(boxes=b, scores=torch.ones(len(b)), labels=t['labels'], attr_prob=p) for b,t,p in zip(bx, yb, ps)]
-            for o in out:
-                p = ds.items[k][0]; k += 1; m = meta.loc[p]
-                sc = np.array([m['width']/sz, m['height']/sz]*2)
-                b = o['boxes'].cpu().numpy().reshape(-1, 4)*sc
-                base = dict(path=p, image_id=m['image_id'], width=m['width'], height=m['height'], domain=m.get('domain'))
-                for i in range(len(b)):
-                    r = dict(base, label=classes[int(o['labels'][i])], score=float(o['scores'][i]), **dict(zip(BOX, b[i].tolist())))
-                    if o.get('attr_prob') is not None:
-                        pr = o['attr_prob'][i].cpu().numpy()
-                        r |= {f'p_{a}': float(v) for a,v in zip(attrs, pr)} | {a: int(v > .5) for a,v in zip(attrs, pr)}
-                    rows.append(r)
-    finally: model.train(was)
-    cols = ['path', 'image_id', 'width', 'height', 'domain', 'label', 'score'] + BOX + [f'p_{a}' for a in attrs] + attrs
-    return pd.DataFrame(rows, columns=cols)
+    if boxes not in _KINDS: raise ConfigError(f"boxes={boxes!r}: expected 'detect' or 'gt'")
+    return _predict(model, df, classes, sz, bs, (boxes,))[boxes]
 
 # %% ../nbs/50_attridet.ipynb #14ca23fe
 def evaluate(model:AttriDet,            # A trained model
@@ -558,12 +567,13 @@ def evaluate(model:AttriDet,            # A trained model
              min_iou:float=0.5,         # Attribute matching threshold (see `attr_metrics`)
             ) -> dict:                  # map50, map, per_class, attrs (end to end), attrs_oracle (on ground-truth boxes), dets
     "Detection mAP (pycocotools) and attribute metrics of `model` on `df`, end to end and with ground-truth boxes."
-    dets = predict_table(model, df, classes, sz, bs)
+    tabs = _predict(model, df, classes, sz, bs, _KINDS if model.attr_head is not None else ('detect',))   # one pass for both
+    dets = tabs['detect']
     out = coco_map(df, dets, classes) | dict(dets=dets, n_images=int(df['path'].nunique()), n_cells=int(df['label'].notna().sum()))
     if model.attr_head is not None:
         attrs = LA_ATTRS[:model.n_attrs]
         out['attrs'] = attr_metrics(df, dets, attrs, min_iou)
-        out['attrs_oracle'] = attr_metrics(df, predict_table(model, df, classes, sz, bs, boxes='gt'), attrs, min_iou)
+        out['attrs_oracle'] = attr_metrics(df, tabs['gt'], attrs, min_iou)
     return out
 
 def domain_eval(model:AttriDet,          # A trained model

@@ -23,7 +23,7 @@ from PIL import Image
 
 from .core import CheckpointError, ConfigError, DataError, load_image, logger
 from .data.core import note_dropped
-from .train import _few, _torch_load, hb_learner, load_weights, precise_bn, PreciseBN
+from .train import hb_learner, load_weights, PreciseBN
 
 # %% auto #0
 __all__ = ['BLOODSHOT_EXCLUDE', 'VARIANTS', 'K_VALUES', 'split_table', 'source_table', 'target_pools', 'CellImages',
