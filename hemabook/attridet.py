@@ -129,6 +129,7 @@ def make_detector(head:str,            # One of `HEADS`
                   sz:int=256,          # Training image side: anchor sizes scale with it
                   score_thresh:float=0.01, # Keep detections above this score (low, so AP sees the whole ranking)
                   detections_per_img:int=100, # Detections kept per image (COCO's maxDets)
+                  anchor:float|None=None, # Side of the smallest anchor in pixels; None: `sz`/16 (16 px at 256 px)
                  ) -> nn.Module:
     "A torchvision `FasterRCNN`, `RetinaNet` or `FCOS` on `backbone`, its anchors sized for `sz`-pixel images of cells."
     from torchvision.models.detection import FasterRCNN, RetinaNet, FCOS
@@ -137,7 +138,7 @@ def make_detector(head:str,            # One of `HEADS`
     from torchvision.ops import MultiScaleRoIAlign
     if head not in HEADS: raise ConfigError(f"head={head!r}: expected one of {', '.join(HEADS)}")
     kw = dict(min_size=sz, max_size=sz, image_mean=list(backbone.mean), image_std=list(backbone.std))
-    s = sz/16                                                  # smallest anchor: 16 px on a 256-px image
+    s = sz/16 if anchor is None else float(anchor)             # smallest anchor: 16 px on a 256-px image
     nc = n_classes + 1                                         # labels 1..n; 0 is background (unused by one-stage heads)
     if head=='fasterrcnn':
         names = [str(x) for x in backbone.fpn_strides]
@@ -406,10 +407,10 @@ def attr_metrics(gt:pd.DataFrame,         # Ground-truth cells with attribute co
 
 # %% ../nbs/50_attridet.ipynb #e3155ae1
 class DetLoss:
-    "Sum of the model's losses: detector terms as they come, the attribute loss times `attr_weight`."
-    def __init__(self, attr_weight:float=1.): self.attr_weight = attr_weight
+    "Weighted sum of the model's named losses: the attribute loss times `attr_weight`, terms named in `weights` times theirs, the rest as they come."
+    def __init__(self, attr_weight:float=1., weights:dict|None=None): self.weights = {'attr': attr_weight, **(weights or {})}
     def __call__(self, pred, *yb):
-        return sum(v*(self.attr_weight if k=='attr' else 1.) for k,v in pred['losses'].items())
+        return sum(v*self.weights.get(k, 1.) for k,v in pred['losses'].items())
 
 class DetTargets(Callback):
     "Move the batch to the model's device and hand the targets to the model with the images: detection losses need them."
