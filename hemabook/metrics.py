@@ -145,7 +145,7 @@ def _ids(lbl, name):
     if a.ndim != 2: raise DataError(f"{name} has shape {a.shape}; expected a 2-D instance label image")
     if a.size == 0: raise DataError(f"{name} is empty (shape {a.shape}); expected an H×W instance label image")
     if a.dtype.kind not in 'biu': raise DataError(f"{name} has dtype {a.dtype}; expected integer instance ids (0 = background)")
-    if a.size and a.min() < 0: raise DataError(f"{name} has negative ids (e.g. {a[a < 0].flat[0]}); expected 0 = background, ids > 0")
+    if a.min() < 0: raise DataError(f"{name} has negative ids (e.g. {a[a < 0].flat[0]}); expected 0 = background, ids > 0")
     u,inv = np.unique(a, return_inverse=True)
     return (inv.reshape(a.shape) + (u[0] != 0)), len(u) - (u[0] == 0)
 
