@@ -11,7 +11,7 @@ def _demo(tmp_path):
 def test_demo(tmp_path):
     "One test, so that one pytest-xdist worker runs the demo once (a shared fixture ran it once per worker)."
     demo = _demo(tmp_path)
-    _demo_runs_every_experiment(demo); _wbc_classifier_learns(demo); _bcsam_smoke(demo); _bloodshot_smoke(demo); _attridet_smoke(demo)
+    _demo_runs_every_experiment(demo); _wbc_classifier_learns(demo); _bcsam_smoke(demo); _bloodshot_smoke(demo); _attridet_smoke(demo); _dessam_smoke(demo)
 
 def _demo_runs_every_experiment(demo):
     out,r = demo
@@ -80,3 +80,14 @@ def _attridet_smoke(demo):
     assert {r['attribute'] for r in m['attributes']['H_100X_C1']['L_100X_C2']['gt_boxes']} >= {'nucleolus', 'mean'}
     assert len(m['map_per_class']['H_100X_C1']['H_100X_C1']) == 14
     assert (run/'domains.png').exists() and (run/'detections.png').exists() and (run/'dann'/'checkpoints'/'last.pth').exists()
+
+def _dessam_smoke(demo):
+    "The smoke preset trains from boxes only (no checkpoint, so no distillation) and scores every kind of mask on the test image."
+    out,_ = demo
+    run = out/'dessam'
+    m = json.loads((run/'metrics.json').read_text())
+    assert set(m['summary']) == {'student | detections', 'box | detections', 'student | gt boxes', 'box | gt boxes'}
+    assert not m['distillation'] and 'no SAM checkpoint' in m['recipe']['note'] and m['n_test_images'] == 1
+    gt = m['summary']['box | gt boxes']
+    assert gt['n_pred'] == gt['n_gt'] > 0 and 0 < gt['aji'] <= 1     # the filled ground-truth boxes overlap their nuclei
+    assert (run/'instances.png').exists() and (run/'per_image.csv').exists() and (run/'model'/'checkpoints'/'last.pth').exists()
