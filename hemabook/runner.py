@@ -127,6 +127,10 @@ def _kernel(kernel):
     logger.warning("Jupyter kernel 'hemabook' is not registered (run `make install`); using the notebook's own kernel")
     return None
 
+class _KnownParams:
+    "Drops papermill's 'Passed unknown parameter' warning: `check_params` has checked every name, and papermill's parser misses annotations like `int|None`."
+    def filter(self, rec): return not rec.getMessage().startswith('Passed unknown parameter')
+
 def _new_run_dir(runs, name):
     stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
     out = Path(runs)/f'{name}-{stamp}'; i = 1
@@ -145,8 +149,10 @@ def run_experiment(name:str,                  # Experiment name (notebook stem)
                    progress:bool=False,       # Show papermill's cell progress bar
                   ) -> Path:                  # The run folder
     "Execute experiment `name` with `params` into a run folder; `ExperimentError` if a cell fails."
-    import papermill as pm
+    import logging, papermill as pm
     from papermill.exceptions import PapermillExecutionError
+    pmlog = logging.getLogger('papermill')
+    if not any(isinstance(f, _KnownParams) for f in pmlog.filters): pmlog.addFilter(_KnownParams())
     nb = _find(name, path)
     params = check_params(name, params or {}, path)
     out = (Path(out) if out is not None else _new_run_dir(runs, name)).resolve()

@@ -38,6 +38,7 @@ def test_run_with_parameters_and_resume(tmp_path):
     out = tmp_path/'run'
     r = cli('run', 'wbc_classifier', '-p', 'EPOCHS', '2', '-p', 'ARCH', 'resnet10t', '--out', out)
     assert r.returncode==0, r.stdout + r.stderr
+    assert 'unknown parameter' not in r.stdout + r.stderr   # papermill's parser misses `int|None` annotations; hemabook checks names itself
     assert json.loads((out/'params.json').read_text())['epochs']==2
     assert len(json.loads((out/'history.json').read_text()))==2
     # Same command on the same folder: training resumes from the finished checkpoint and has nothing left to do.
