@@ -24,7 +24,7 @@ demo: install
 
 # Notebooks and library in sync, then every notebook (one pytest test each) and tests/, counted by pytest.
 test: install browser sync-check
-	$(BIN)/python -m pytest -n $(WORKERS) --durations=12 tests/
+	$(BIN)/python -m pytest -n $(WORKERS) --maxschedchunk 1 --durations=12 tests/
 
 # Re-exporting and re-cleaning must change nothing: nbs/ is the source of hemabook/.
 sync-check: install

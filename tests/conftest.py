@@ -43,6 +43,20 @@ def bccd_split(root):
     from hemabook.data.det import _voc_splits
     return {s: {'train': 'train', 'test': 'valid'}[v] for s,v in _voc_splits(Path(root)/'BCCD').items() if v in ('train', 'test')}
 
+# The longest tests first (seconds in a full `make test` on 2 cores, 2026-11-23): with `--maxschedchunk 1` (Makefile)
+# pytest-xdist hands tests out one at a time in this order, so no long test is left to run alone at the end.
+_SLOW_FIRST = ('test_dessam.py::test_dsb2018_colour',                    # 453 s
+               'test_experiments.py::test_demo',                          # 246
+               'test_attridet.py::test_bccd_wbc_detected',                # 162
+               'test_fewshot_real.py::test_bloodshot_acevedo_to_bccd',    # 154
+               'test_bcsam_real.py::test_bcsam_acevedo_bccd',             # 129
+               'test_attridet.py::test_attributes_learned_on_generated_smears')  # 128
+
+def pytest_collection_modifyitems(config, items):
+    "Run the known long tests first; the rest keep their order."
+    rank = lambda it: next((i for i,k in enumerate(_SLOW_FIRST) if it.nodeid.endswith(k)), len(_SLOW_FIRST))
+    items.sort(key=rank)
+
 @pytest.fixture(autouse=True)
 def _cpu_log(request):
     "With `$HEMABOOK_TEST_CPU_LOG` set, append each test's wall and CPU seconds (its own and its children's) to that file."
