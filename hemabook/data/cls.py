@@ -4,7 +4,7 @@
 
 # %% ../../nbs/12_data_cls.ipynb #a914354b
 from __future__ import annotations
-import csv, re, time
+import csv, re, struct, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -84,38 +84,69 @@ def _find_base(root, sub, name):
 def read_acevedo20(root:str|Path,            # `PBC_dataset_normal_DIB` or the folder holding it
                    classes:list|None=ACEVEDO_CLASSES, # Class folders that must exist; None: whatever folders are there
                    mismatch:str='raise',     # A prefix outside its folder's class: 'raise', 'skip' (counted) or 'prefix' (keep)
-                   check:str|None=None,      # None: trust the files; 'raise'/'skip': decode each (see `check_images`)
+                   check:str|None='quick',   # Unreadable images: 'quick', 'skip', 'raise' or None (see `check_images`)
                   ) -> pd.DataFrame:         # The classification tidy table
     "Read Acevedo-20 (`PBC_dataset_normal_DIB/<class>/<PREFIX>_<id>.jpg`); `fine_label` is the file prefix."
     base = _find_base(root, 'PBC_dataset_normal_DIB', 'Acevedo-20')
     ok = lambda pre,lbl,folder: is_a(lbl, canonical(folder, 'acevedo20'))
     df = _table(*_prefix_rows(base, classes, 'acevedo20', 'acevedo20', mismatch, ok), name=f'read_acevedo20({base})')
-    return check_images(df, on_error=check) if check else df
+    return _check(df, check)
 
 # %% ../../nbs/12_data_cls.ipynb #f158cbca
+_BAD_IMG = (OSError, ValueError, SyntaxError, IndexError, KeyError, EOFError, struct.error)  # what broken files raise
+
 def _decode_err(p):
+    "The `DataError` message of a full decode of image `p`, or None."
     try: load_image(p); return None
     except DataError as e: return str(e)
 
+def _tiff_err(p):
+    import tifffile
+    with tifffile.TiffFile(p) as t:
+        pg = t.pages[0]; end = max((o+n for o,n in zip(pg.dataoffsets, pg.databytecounts)), default=0)
+    if end > (sz := p.stat().st_size): return f"{p}: truncated TIFF (pixel data up to byte {end}, file {sz} bytes)"
+
+def _quick_err(p):
+    "Why image `p` is unusable by the cheap check (see the list above), or None."
+    p = Path(p)
+    try:
+        if p.stat().st_size==0: return f"{p}: empty file (0 bytes)"
+        if p.suffix.lower() in ('.tif','.tiff'): return _tiff_err(p)
+        with Image.open(p) as im:
+            if im.format=='PNG': im.verify(); return None
+            if im.format=='JPEG': im.draft(im.mode, (1, 1))
+            im.load()
+    except _BAD_IMG as e: return f"{p}: cannot decode the image ({type(e).__name__}: {e})"
+
+# %% ../../nbs/12_data_cls.ipynb #cf783141
 def check_images(df:pd.DataFrame,       # A tidy table with a `path` column
                  on_error:str='raise',  # 'raise': `DataError` naming the unreadable files; 'skip': drop them, counted
-                 n_workers:int=4,       # Decoding threads
+                 n_workers:int=4,       # Checking threads
+                 quick:bool=False,      # Only the cheap check (see above) instead of decoding every image in full
                 ) -> pd.DataFrame:      # `df`, without the unreadable images when `on_error='skip'`
-    "Decode every image of `df` with `load_image`; unreadable ones raise or are dropped and counted."
+    "Decode every image of `df` with `load_image` (or check it cheaply); unreadable ones raise or are dropped, counted."
     if on_error not in ('raise','skip'): raise ConfigError(f"on_error={on_error!r}: expected 'raise' or 'skip'")
     paths = df.path.unique().tolist()
-    with ThreadPoolExecutor(max(1, n_workers)) as ex: errs = dict(zip(paths, ex.map(_decode_err, paths)))
-    bad = {p:e for p,e in errs.items() if e}
-    if bad and on_error=='raise':
-        raise DataError(f"{len(bad)} of {len(paths)} images cannot be read: " + '; '.join(list(bad.values())[:5]) + (' …' if len(bad)>5 else ''))
+    with ThreadPoolExecutor(max(1, n_workers)) as ex: errs = ex.map(_quick_err if quick else _decode_err, paths)
+    bad = {p:e for p,e in zip(paths, errs) if e}
+    few = lambda n: '; '.join(list(bad.values())[:n]) + (' …' if len(bad)>n else '')
+    if bad and on_error=='raise': raise DataError(f"{len(bad)} of {len(paths)} images cannot be read: {few(5)}")
     attrs = dict(df.attrs)
     if bad:
         df = df[~df.path.isin(bad)].reset_index(drop=True)
-        attrs['dropped'] = {**attrs.get('dropped', {}), 'unreadable image': attrs.get('dropped', {}).get('unreadable image', 0)+len(bad)}
+        n0 = attrs.get('dropped', {}).get('unreadable image', 0)
+        attrs['dropped'] = {**attrs.get('dropped', {}), 'unreadable image': n0+len(bad)}
         attrs['dropped_items'] = list(attrs.get('dropped_items', [])) + [(p, 'unreadable image') for p in bad]
-        logger.warning(f"check_images: dropped {len(bad)} unreadable image(s) of {len(paths)}, e.g. {next(iter(bad.values()))}")
+        logger.warning(f"check_images: dropped {len(bad)} unreadable image(s) of {len(paths)}: {few(3)}")
     df.attrs = attrs
     return df
+
+def _check(df, check):
+    "The readers' `check` option applied to their table `df`."
+    if check is None: return df
+    if check not in ('quick','skip','raise'):
+        raise ConfigError(f"check={check!r}: expected 'quick', 'skip', 'raise' or None")
+    return check_images(df, 'skip' if check=='quick' else check, quick=check=='quick')
 
 # %% ../../nbs/12_data_cls.ipynb #add23ea8
 WRITE_LAYOUTS = ('imagefolder', 'acevedo20', 'matek19', 'cnmc')
@@ -194,13 +225,13 @@ MATEK_CLASSES = tuple(SCHEMES['matek19'])
 def read_matek19(root:str|Path,                  # `AML-Cytomorphology_LMU` or the folder holding it
                  classes:list|None=MATEK_CLASSES, # Class folders that must exist; None: whatever folders are there
                  mismatch:str='raise',           # A file prefix unlike its folder: 'raise', 'skip' (counted) or 'prefix'
-                 check:str|None=None,            # None: trust the files; 'raise'/'skip': decode each (see `check_images`)
+                 check:str|None='quick',         # Unreadable images: 'quick', 'skip', 'raise' or None (`check_images`)
                 ) -> pd.DataFrame:               # The classification tidy table
     "Read Matek-19 (`AML-Cytomorphology_LMU/<ABBR>/<ABBR>_NNNN.tiff`); `fine_label` is the abbreviation."
     base = _find_base(root, 'AML-Cytomorphology_LMU', 'Matek-19')
     ok = lambda pre,lbl,folder: pre.upper()==folder.upper()
     df = _table(*_prefix_rows(base, classes, 'matek19', 'matek19', mismatch, ok), name=f'read_matek19({base})')
-    return check_images(df, on_error=check) if check else df
+    return _check(df, check)
 
 # %% ../../nbs/12_data_cls.ipynb #82999c9d
 _UID = re.compile(r'UID_(?P<patient>[^_]+)_(?P<image>[^_]+)_(?P<cell>[^_]+)_(?P<cls>all|hem)$', re.I)
@@ -232,7 +263,7 @@ def _cnmc_test(d, rows, dropped):
 def read_cnmc(root:str|Path,                # `C-NMC_Leukemia`, or its `C-NMC_training_data` folder
               valid_fold:int|None=None,     # Fold whose images get split 'valid'; None: every fold is 'train'
               test:bool=True,               # Also read `C-NMC_test_prelim_phase_data` when it is there
-              check:str|None=None,          # None: trust the files; 'raise'/'skip': decode each (see `check_images`)
+              check:str|None='quick',       # Unreadable images: 'quick', 'skip', 'raise' or None (see `check_images`)
              ) -> pd.DataFrame:             # The classification tidy table plus a `fold` column
     "Read C-NMC 2019: training folds `fold_k/{all,hem}/*.bmp` and the labelled preliminary test set."
     root = _need_dir(root, 'C-NMC root')
@@ -256,7 +287,7 @@ def read_cnmc(root:str|Path,                # `C-NMC_Leukemia`, or its `C-NMC_tr
     if test and te.is_dir(): _cnmc_test(te, rows, dropped)
     df = _table(rows, dropped, empty, name=f'read_cnmc({root})', extra=['fold'])
     df['fold'] = df.fold.astype('Int64')
-    return check_images(df, on_error=check) if check else df
+    return _check(df, check)
 
 # %% ../../nbs/12_data_cls.ipynb #3849a11b
 _SPLITS = {'train':'train', 'valid':'valid', 'val':'valid', 'test':'test'}
@@ -264,7 +295,7 @@ _SPLITS = {'train':'train', 'valid':'valid', 'val':'valid', 'test':'test'}
 def read_image_folder(root:str|Path,         # Folder of class folders (or split folders of class folders)
                       scheme:str|None=None,  # Taxonomy scheme for the folder names; None: label = folder name
                       dataset:str|None=None, # `dataset` and `domain` column value; the root's name when None
-                      check:str|None=None,   # None: trust the files; 'raise'/'skip': decode each (see `check_images`)
+                      check:str|None='quick', # Unreadable images: 'quick', 'skip', 'raise' or None (`check_images`)
                      ) -> pd.DataFrame:      # The classification tidy table
     "Read an ImageFolder `root/<class>/*.png|jpg|…`; with `scheme`, labels are canonical cell types."
     root = _need_dir(root, 'image folder root').resolve()
@@ -281,7 +312,7 @@ def read_image_folder(root:str|Path,         # Folder of class folders (or split
             rows += [dict(path=str(f), label=lbl, fine_label=d.name, split=_SPLITS[sd.name] if sd else None,
                           domain=name, patient=None, dataset=name) for f in imgs]
     df = _table(rows, dropped, empty, name=f'read_image_folder({root})')
-    return check_images(df, on_error=check) if check else df
+    return _check(df, check)
 
 # %% ../../nbs/12_data_cls.ipynb #c143d33b
 CELL_FORMATS = ('matek19', 'acevedo20', 'cnmc', 'bccd_wbc', 'imagefolder')

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/13_data_det.ipynb #ece13a3e
 from __future__ import annotations
-import os, re, shutil
+import os, re, shutil, struct
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -104,6 +104,19 @@ def _parse_voc(f:Path):
         objs.append((name.strip(), *box))
     return w, h, objs
 
+def _img_size(p:Path) -> tuple:
+    "`(width, height)` of image `p` from its header; a `DataError` naming `p` when it is missing, empty or no image."
+    p = Path(p)
+    if not p.is_file(): raise DataError(f"{p}: no such image file")
+    if p.stat().st_size == 0: raise DataError(f"{p}: empty file (0 bytes)")
+    try:
+        if p.suffix.lower() in ('.tif', '.tiff'):
+            import tifffile
+            with tifffile.TiffFile(p) as t: return t.pages[0].imagewidth, t.pages[0].imagelength
+        with Image.open(p) as im: return im.size
+    except (OSError, ValueError, SyntaxError, IndexError, KeyError, EOFError, struct.error) as e:
+        raise DataError(f"{p}: cannot read the image header ({type(e).__name__}: {e})") from e
+
 def _find_img(d:Path, stem:str):
     for e in IMAGE_EXTS + tuple(x.upper() for x in IMAGE_EXTS):
         if (d/f'{stem}{e}').exists(): return d/f'{stem}{e}'
@@ -136,8 +149,7 @@ def read_voc(root:str|Path,            # VOC folder holding `JPEGImages/`, `Anno
         w,h,objs = _parse_voc(a)
         img = _find_img(idir, a.stem)
         if img is None: drops(a, 'annotation_without_image'); continue
-        if w is None or h is None:
-            with Image.open(img) as im: w,h = im.size
+        if w is None or h is None: w,h = _img_size(img)
         base = dict(path=str(img.resolve()), image_id=a.stem, width=w, height=h, split=sp.get(a.stem), domain=domain,
                     patient=None, dataset=dataset)
         for n,*box in objs:
@@ -200,8 +212,7 @@ def read_bccd_csv(csv_path:str|Path,            # BCCD `test.csv`
         img = idir/r.filename
         if r.filename not in sizes:
             if not img.exists(): sizes[r.filename] = None; drops(img, 'row_without_image')
-            else:
-                with Image.open(img) as im: sizes[r.filename] = im.size
+            else: sizes[r.filename] = _img_size(img)
         if sizes[r.filename] is None: continue
         n = str(r.cell_type).strip()
         rows.append(dict(path=str(img.resolve()), image_id=Path(r.filename).stem, width=sizes[r.filename][0],
@@ -259,8 +270,7 @@ def read_leukemiaattri_coco(json_path:str|Path,    # COCO JSON (e.g. `Annotation
         p = images_dir/im['file_name']; pat,diag = la_patient(p)
         base = dict(path=str(p.resolve()), image_id=p.stem, width=im.get('width'), height=im.get('height'), split=split,
                     domain=domain or la_domain(p), patient=pat, diagnosis=diag, dataset='leukemiaattri')
-        if base['width'] is None or base['height'] is None:
-            with Image.open(p) as f: base['width'],base['height'] = f.size
+        if base['width'] is None or base['height'] is None: base['width'],base['height'] = _img_size(p)
         for a in by_img.pop(im['id'], []):
             if a.get('category_id') not in cats:
                 raise DataError(f"{json_path}: annotation {a.get('id')}: category_id {a.get('category_id')} not in 'categories'")
@@ -334,7 +344,7 @@ def read_leukemiaattri_yolo(data_yaml:str|Path,          # The data yaml (train/
         d = (base/cfg[s]).resolve()
         if not d.is_dir(): raise DataError(f"{data_yaml}: {s} folder {d} does not exist")
         for img in sorted(f for f in d.rglob('*') if f.suffix.lower() in IMAGE_EXTS):
-            with Image.open(img) as im: W,H = im.size
+            W,H = _img_size(img)
             pat,diag = la_patient(img); lbl = _yolo_label(img)
             base_r = dict(path=str(img), image_id=img.stem, width=W, height=H, split=_SPLIT.get(s, s),
                           domain=domain or la_domain(img), patient=pat, diagnosis=diag, dataset='leukemiaattri')

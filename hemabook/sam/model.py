@@ -86,6 +86,7 @@ def build_sam(arch:str|dict='vit_b',     # A name in `SAM_ARCHS` or a config dic
              ) -> Sam:
     "A `segment_anything` `Sam` of `arch` at `img_size`, randomly initialised or loaded from `checkpoint`."
     c,(mean,std) = sam_config(arch),resolve_norm(norm)
+    if checkpoint is not None: _ckpt_file(checkpoint)   # a missing file fails before a large model is built
     if num_classes < 1: raise ConfigError(f"num_classes={num_classes}: expected at least 1")
     d,g = c['prompt_dim'],img_size//16
     sam = Sam(image_encoder=build_encoder(arch, img_size),
@@ -103,21 +104,32 @@ def build_sam(arch:str|dict='vit_b',     # A name in `SAM_ARCHS` or a config dic
 # %% ../../nbs/20_sam_model.ipynb #1cd8d3e8
 _CLASS_KEYS = ('mask_decoder.mask_tokens.', 'mask_decoder.output_hypernetworks_mlps.', 'mask_decoder.iou_prediction_head.')
 
+def _ckpt_file(path):
+    "`path` as a `Path`; a `CheckpointError` naming it when it is missing or not a file."
+    path = Path(path)
+    if not path.exists(): raise CheckpointError(f"{path}: no such checkpoint file")
+    if not path.is_file(): raise CheckpointError(f"{path}: not a file; expected a checkpoint file (a state dict)")
+    return path
+
 def _md5(path, chunk=1<<24):
     h = hashlib.md5()
-    with open(path, 'rb') as f:
-        while b := f.read(chunk): h.update(b)
+    try:
+        with open(path, 'rb') as f:
+            while b := f.read(chunk): h.update(b)
+    except OSError as e: raise CheckpointError(f"{path}: cannot read the checkpoint ({type(e).__name__}: {e})") from e
     return h.hexdigest()
 
 def _verify_official(path):
-    "Check the MD5 of a file named like an official SAM checkpoint."
+    "Check the MD5 of a file named like an official SAM checkpoint; the file must exist first."
+    path = _ckpt_file(path)
     for arch,(name,md5) in SAM_CHECKPOINTS.items():
-        if Path(path).name == name and (got := _md5(path)) != md5:
-            raise CheckpointError(f"{path}: MD5 {got} differs from the official {name} ({md5}); the file is damaged or not the release")
+        if path.name == name and (got := _md5(path)) != md5:
+            raise CheckpointError(f"{path}: MD5 {got} differs from the official {name} ({md5}); "
+                                  "the file is damaged or not the release")
 
 def read_state_dict(path:str|Path) -> dict:
     "A state dict of tensors from `path`, read with `weights_only=True`; `CheckpointError` says what is wrong."
-    sd = _torch_load(path)
+    sd = _torch_load(_ckpt_file(path))
     if isinstance(sd, dict) and set(sd) & {'model', 'state_dict'} and not any(isinstance(v, torch.Tensor) for v in sd.values()):
         sd = sd.get('model', sd.get('state_dict'))
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
@@ -177,6 +189,7 @@ def load_sam_checkpoint(sam:Sam,           # The model to load into
                         verify:bool=True,  # Check the MD5 when the file has an official name
                        ) -> dict:          # What was resized and what was left re-initialised
     "Load an official SAM checkpoint into `sam`, whatever its input size and class count."
+    path = _ckpt_file(path)
     if verify: _verify_official(path)
     sd,rep = adapt_state_dict(read_state_dict(path), sam, str(path))
     sam.load_state_dict(sd, strict=False)
