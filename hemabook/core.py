@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #d381f187
 from __future__ import annotations
-import json, logging, math, os, random, tempfile
+import json, logging, math, os, random, sys, tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 # %% auto #0
 __all__ = ['logger', 'IMAGE_EXTS', 'HemabookError', 'DataError', 'CheckpointError', 'ConfigError', 'get_device', 'set_seed',
            'repo_root', 'data_path', 'shared_data_path', 'samples_path', 'load_image', 'show_image', 'show_images',
-           'save_json', 'load_json']
+           'jsonable', 'save_json', 'load_json']
 
 # %% ../nbs/00_core.ipynb #8c985791
 class HemabookError(Exception):
@@ -30,7 +30,18 @@ class ConfigError(HemabookError):
     "A setting, parameter or argument has a value hemabook cannot use."
 
 # %% ../nbs/00_core.ipynb #d4ffdb98
+class _Print(logging.Handler):
+    "Print hemabook's records to the current `sys.stdout` (a notebook's output, the terminal) unless logging is set up."
+    def emit(self, rec):
+        if logging.getLogger().handlers: return   # the user configured logging: their handlers get the records
+        pre = '' if rec.levelno < logging.WARNING else f'{rec.levelname}: '
+        try: print(pre + self.format(rec), file=sys.stdout, flush=True)
+        except Exception: self.handleError(rec)
+
 logger = logging.getLogger('hemabook')
+if not any(h.get_name() == 'hemabook' for h in logger.handlers):   # once, however often this module is run
+    _h = _Print(); _h.set_name('hemabook'); logger.addHandler(_h)
+if logger.level == logging.NOTSET: logger.setLevel(logging.INFO)
 
 # %% ../nbs/00_core.ipynb #acfe6125
 def _mps_ok() -> bool: return bool(getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available())
@@ -197,11 +208,12 @@ def show_images(imgs,                      # Images, as for `show_image`
     return axs
 
 # %% ../nbs/00_core.ipynb #dd84ec4e
-def _jsonable(o):
-    if isinstance(o, dict): return {str(k): _jsonable(v) for k,v in o.items()}
-    if isinstance(o, (list, tuple)): return [_jsonable(v) for v in o]
+def jsonable(o):
+    "`o` in JSON types: dicts with str keys, lists for tuples and arrays, numbers for NumPy/torch values, str for paths"
+    if isinstance(o, dict): return {str(k): jsonable(v) for k,v in o.items()}
+    if isinstance(o, (list, tuple)): return [jsonable(v) for v in o]
     if isinstance(o, torch.Tensor): o = o.detach().cpu().numpy()
-    if isinstance(o, np.ndarray): return _jsonable(o.tolist())
+    if isinstance(o, np.ndarray): return jsonable(o.tolist())
     if isinstance(o, np.generic): return o.item()
     if isinstance(o, float) and not math.isfinite(o): return None if math.isnan(o) else str(o)
     if isinstance(o, Path): return str(o)
@@ -214,7 +226,7 @@ def save_json(obj,                # Dicts, lists, numbers, strings; NumPy/torch 
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd,tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:
-        with os.fdopen(fd, 'w') as f: json.dump(_jsonable(obj), f, indent=2, allow_nan=False); f.write('\n')
+        with os.fdopen(fd, 'w') as f: json.dump(jsonable(obj), f, indent=2, allow_nan=False); f.write('\n')
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True); raise

@@ -4,17 +4,20 @@
 
 # %% ../nbs/90_runner.ipynb #2105d692
 from __future__ import annotations
-import argparse, ast, datetime, difflib, re, sys, time
+import argparse, ast, datetime, difflib, logging, re, secrets, shutil, signal, sys, time
+from contextlib import contextmanager
 from pathlib import Path
 
 import nbformat
+from fastcore.xtras import modified_env
 
 from . import __version__
 from .core import ConfigError, HemabookError, load_json, logger, repo_root, save_json
+from .runs import RUN_FILE, RunConflict, run_folder
 
 # %% auto #0
 __all__ = ['ExperimentError', 'experiments_path', 'list_experiments', 'experiment_params', 'parse_value', 'check_params',
-           'run_experiment', 'summary_table', 'run_demo', 'main']
+           'RunInterrupted', 'run_experiment', 'summary_table', 'run_demo', 'main']
 
 # %% ../nbs/90_runner.ipynb #200beac8
 class ExperimentError(HemabookError):
@@ -47,36 +50,43 @@ def _find(name, path=None):
         raise ConfigError(f"no experiment named {name!r}{hint} Available: {', '.join(exps) or 'none'}")
     return exps[name]
 
-def _ann_type(ann):
-    "'int', 'float', 'bool' or 'str' from an annotation like `int` or `int|None`; None when it is anything else."
-    parts = {a.strip() for a in ann.split('|')} - {'None'} if ann else set()
-    return parts.pop() if len(parts)==1 and next(iter(parts)) in ('int','float','bool','str') else None
+_TYPES = ('int', 'float', 'bool', 'str')
+_OPT = re.compile(r'^Optional\[\s*(\w+)\s*\]$')
+_CHOICES = re.compile(r'^\{([^{}]*)\}\s*')
 
-def _parse_params(src):
-    "Name → {'default', 'type', 'help'} for each top-level assignment in a parameters cell."
-    lines,out = src.splitlines(),{}
-    for node in ast.parse(src).body:
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
-            name,ann = node.target.id, ast.get_source_segment(src, node.annotation)
-        elif isinstance(node, ast.Assign) and len(node.targets)==1 and isinstance(node.targets[0], ast.Name):
-            name,ann = node.targets[0].id, None
-        else: continue
-        default = ast.get_source_segment(src, node.value)
-        try: v = ast.literal_eval(node.value); lit = None if v is None else type(v).__name__
-        except ValueError: lit = None
-        tail = lines[node.end_lineno-1][node.end_col_offset:]
-        out[name] = dict(default=default, type=_ann_type(ann) or lit, help=tail.split('#', 1)[1].strip() if '#' in tail else '')
-    return out
+def _spec(p):
+    "One parameter from papermill's inspection: default (source text), type, whether None is allowed, choices, help."
+    t = p['inferred_type_name'].strip(); m = _OPT.match(t)
+    typ,optional = (m.group(1),True) if m else (t,False)
+    help,choices = p['help'].strip(),None
+    if m := _CHOICES.match(help): choices,help = [s.strip().strip('\'"') for s in m.group(1).split(',')],help[m.end():]
+    return dict(default=p['default'], type=typ if typ in _TYPES else None, optional=optional, choices=choices,
+                help=help)
+
+def _assigned(src):
+    "Names assigned at the top level of a parameters cell, with their line numbers."
+    return {t.id: n.lineno for n in ast.parse(src).body if isinstance(n, (ast.Assign, ast.AnnAssign))
+            for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Name)}
 
 def experiment_params(name:str,                 # Experiment name (notebook stem)
                       path:str|Path|None=None,  # Folder of experiment notebooks
-                     ) -> dict[str, dict]:      # Parameter → {'default', 'type', 'help'}
-    "The parameters of experiment `name`: the assignments in its cell tagged `parameters`, with types and help."
+                     ) -> dict[str, dict]:      # Parameter → {'default', 'type', 'optional', 'choices', 'help'}
+    "Experiment `name`'s parameters as papermill reads its cell tagged `parameters`; `ConfigError` for any it misses."
+    import papermill as pm
     nb = _find(name, path)
     cells = [c for c in nbformat.read(nb, as_version=4).cells if 'parameters' in c.metadata.get('tags', [])]
     if not cells: raise ConfigError(f"{nb}: no cell tagged 'parameters'; every experiment needs one")
-    try: return _parse_params(cells[0].source)
+    try: names = _assigned(cells[0].source)
     except SyntaxError as e: raise ConfigError(f"{nb}: the parameters cell is not valid Python (line {e.lineno}: {e.msg})") from e
+    pml = logging.getLogger('papermill'); lvl = pml.level
+    pml.setLevel(logging.ERROR)                             # its 'Unable to parse' warning becomes our error below
+    try: spec = {k: _spec(p) for k,p in pm.inspect_notebook(str(nb)).items()}
+    finally: pml.setLevel(lvl)
+    bad = [k for k in names if k not in spec or spec[k]['type'] is None]
+    if bad: raise ConfigError(f"{nb}: papermill does not read parameter {bad[0]} (line {names[bad[0]]} of the "
+                              f"parameters cell) with a type; write it on one line as `{bad[0]}: int = 3  # help`, "
+                              "with Optional[int] where None is allowed and no '=' in the help")
+    return spec
 
 # %% ../nbs/90_runner.ipynb #be72cf35
 def parse_value(s:str):
@@ -91,8 +101,12 @@ def parse_value(s:str):
     return s
 
 # %% ../nbs/90_runner.ipynb #4e9875a1
-def _coerce(k, v, typ, raw):
-    if v is None or typ in ('None', None): return v
+def _coerce(k, v, s, raw):
+    "`v` checked against parameter `k`'s spec `s` (type, optional, choices); `raw` is what the user wrote."
+    typ = s['type']
+    if v is None:
+        if s['optional'] or s['default'].strip() == 'None': return None
+        raise ConfigError(f"parameter {k} takes a{'n' if typ=='int' else ''} {typ}, not None")
     if typ=='int':
         if isinstance(v, bool) or not isinstance(v, int): raise ConfigError(f"parameter {k} takes an int, got {raw!r}")
     elif typ=='float':
@@ -101,13 +115,17 @@ def _coerce(k, v, typ, raw):
     elif typ=='bool':
         if not isinstance(v, bool): raise ConfigError(f"parameter {k} takes true or false, got {raw!r}")
     elif typ=='str': v = raw if isinstance(raw, str) else str(v)
+    if s['choices'] and str(v) not in s['choices']:
+        close = difflib.get_close_matches(str(v), s['choices'], n=1)
+        raise ConfigError(f"parameter {k}={v!r}: expected one of {', '.join(s['choices'])}"
+                          + (f" (did you mean {close[0]}?)" if close else ''))
     return v
 
 def check_params(name:str,                 # Experiment name
                  params:dict,              # Parameter → value (strings are parsed with `parse_value`)
                  path:str|Path|None=None,  # Folder of experiment notebooks
                 ) -> dict:                 # Parameter → value of the right type
-    "Check `params` against experiment `name`'s parameters; `ConfigError` for unknown names or ill-typed values."
+    "Check `params` against experiment `name`'s parameters; `ConfigError` for unknown names, bad types or choices."
     spec = experiment_params(name, path)
     out = {}
     for k,raw in (params or {}).items():
@@ -116,30 +134,78 @@ def check_params(name:str,                 # Experiment name
             close = [low[k.lower()]] if k.lower() in low else difflib.get_close_matches(k, spec, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ''
             raise ConfigError(f"experiment {name!r} has no parameter {k!r}{hint}; valid parameters: {', '.join(spec)}")
-        out[k] = _coerce(k, parse_value(raw), spec[k]['type'], raw)
+        out[k] = _coerce(k, parse_value(raw), spec[k], raw)
     return out
 
 # %% ../nbs/90_runner.ipynb #094b6d88
+class RunInterrupted(HemabookError):
+    "A run stopped by Ctrl-C or SIGTERM; its folder records how far it got, and the same command resumes it."
+
 def _kernel(kernel):
-    if kernel: return kernel
     from jupyter_client.kernelspec import KernelSpecManager
-    if 'hemabook' in KernelSpecManager().find_kernel_specs(): return 'hemabook'
+    have = KernelSpecManager().find_kernel_specs()
+    if kernel:
+        if kernel not in have: raise ConfigError(
+            f"Jupyter kernel {kernel!r} is not installed (installed: {', '.join(sorted(have)) or 'none'}); install it "
+            f"with `python -m ipykernel install --user --name {kernel}`, or leave --kernel out to use 'hemabook'")
+        return kernel
+    if 'hemabook' in have: return 'hemabook'
     logger.warning("Jupyter kernel 'hemabook' is not registered (run `make install`); using the notebook's own kernel")
     return None
 
-class _KnownParams:
-    "Drops papermill's 'Passed unknown parameter' warning: `check_params` has checked every name, and papermill's parser misses annotations like `int|None`."
-    def filter(self, rec): return not rec.getMessage().startswith('Passed unknown parameter')
-
-def _new_run_dir(runs, name):
-    stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
-    out = Path(runs)/f'{name}-{stamp}'; i = 1
-    while out.exists(): i += 1; out = Path(runs)/f'{name}-{stamp}-{i}'
-    return out
+@contextmanager
+def _stop_on_signals(grace:int=30):
+    "Within the block Ctrl-C or SIGTERM interrupts the kernel's running cell, so the run stops where it is and says so."
+    import psutil
+    me = psutil.Process()
+    def _interrupt(signum, frame):
+        if _interrupt.sent: raise KeyboardInterrupt(signal.Signals(signum).name)    # a second signal: stop waiting
+        _interrupt.sent = True
+        for k in me.children():          # the kernel: jupyter_client starts it in a session of its own, where
+                                         # Ctrl-C in the terminal does not reach it
+            try: k.send_signal(signal.SIGINT)
+            except psutil.Error: pass
+        signal.alarm(grace)              # a kernel that does not stop (between cells, say) is shut down after `grace` s
+    def _late(signum, frame): raise KeyboardInterrupt(f'the kernel did not stop within {grace} s')
+    _interrupt.sent,old = False,{}
+    try:
+        for s,h in ((signal.SIGTERM, _interrupt), (signal.SIGINT, _interrupt), (signal.SIGALRM, _late)):
+            old[s] = signal.signal(s, h)
+    except ValueError: pass              # not the main thread: leave signals alone
+    try: yield
+    finally:
+        if old: signal.alarm(0)
+        for s,h in old.items(): signal.signal(s, h)
 
 _ANSI = re.compile(r'\x1b\[[0-9;]*[A-Za-z]')
 
 # %% ../nbs/90_runner.ipynb #349491bc
+def _reached(rec):
+    "How far the run of record `rec` got: 'model: epoch 3 of 6' per training folder, or 'no epoch finished'."
+    p = rec.get('progress') or {}
+    return ', '.join(f"{k}: epoch {v['epoch']} of {v['n_epoch']}" for k,v in p.items()) or 'no epoch finished'
+
+def _opened(out, token):
+    "The run record in `out` if the notebook opened the run with attempt `token`, else None."
+    f = Path(out)/RUN_FILE
+    if not f.exists(): return None
+    rec = load_json(f)
+    return rec if (rec.get('attempts') or [{}])[-1].get('token') == token else None
+
+def _close(out, rec, tmp, nb, status, seconds, error=None):
+    "Put the executed notebook in place, stamped with the run id, and record how the attempt ended."
+    if tmp.exists():
+        x = nbformat.read(tmp, as_version=4); x.metadata['hemabook'] = dict(run_id=rec['run_id'], status=status)
+        nbformat.write(x, out/nb.name); tmp.unlink()
+    rec = load_json(out/RUN_FILE)
+    if status != 'ok' or rec.get('status') == 'running': rec['status'] = status
+    att = rec['attempts'][-1]
+    att.update(ended=att.get('ended') or datetime.datetime.now().isoformat(timespec='seconds'), status=rec['status'],
+               seconds=round(seconds, 2), **({'error': error} if error else {}))
+    if error: rec['error'] = error
+    save_json(rec, out/RUN_FILE)
+    return rec
+
 def run_experiment(name:str,                  # Experiment name (notebook stem)
                    params:dict|None=None,     # Parameter → value; strings are parsed and checked
                    out:str|Path|None=None,    # Run folder; `<runs>/<name>-<timestamp>` when None
@@ -148,28 +214,36 @@ def run_experiment(name:str,                  # Experiment name (notebook stem)
                    kernel:str|None=None,      # Jupyter kernel; 'hemabook' when registered
                    progress:bool=False,       # Show papermill's cell progress bar
                   ) -> Path:                  # The run folder
-    "Execute experiment `name` with `params` into a run folder; `ExperimentError` if a cell fails."
-    import logging, papermill as pm
+    "Run experiment `name` with `params` in a run folder; `ExperimentError` if a cell fails, `RunInterrupted` if stopped."
+    import papermill as pm
     from papermill.exceptions import PapermillExecutionError
-    pmlog = logging.getLogger('papermill')
-    if not any(isinstance(f, _KnownParams) for f in pmlog.filters): pmlog.addFilter(_KnownParams())
     nb = _find(name, path)
     params = check_params(name, params or {}, path)
-    out = (Path(out) if out is not None else _new_run_dir(runs, name)).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    kernel = _kernel(kernel)
+    out = run_folder(out, name, runs).resolve()
     params['OUT_DIR'] = str(out)
-    rec = dict(experiment=name, notebook=str(nb), params=params, hemabook_version=__version__,
-               started=datetime.datetime.now().isoformat(timespec='seconds'), status='running')
-    save_json(rec, out/'run.json')
-    t0 = time.time()
+    token = secrets.token_hex(8); tmp = out/f'.{nb.stem}.{token}.ipynb'
+    made = not out.exists(); out.mkdir(parents=True, exist_ok=True)
+    t0,err,status = time.time(),None,'ok'
     try:
-        pm.execute_notebook(str(nb), str(out/nb.name), parameters=params, kernel_name=_kernel(kernel),
-                            progress_bar=progress, cwd=str(out))
-    except PapermillExecutionError as e:
-        save_json({**rec, 'status': 'failed', 'seconds': round(time.time()-t0, 2), 'error': f'{e.ename}: {e.evalue}'}, out/'run.json')
-        tb = _ANSI.sub('', '\n'.join(e.traceback)) if e.traceback else ''
-        raise ExperimentError(name, e.exec_count, e.ename, e.evalue, tb, out/nb.name) from None
-    save_json({**rec, 'status': 'ok', 'seconds': round(time.time()-t0, 2)}, out/'run.json')
+        with modified_env(HEMABOOK_ATTEMPT=token), _stop_on_signals():
+            pm.execute_notebook(str(nb), str(tmp), parameters=params, kernel_name=kernel, progress_bar=progress,
+                                cwd=str(out))
+    except PapermillExecutionError as e: err,status = e,('interrupted' if e.ename=='KeyboardInterrupt' else 'failed')
+    except KeyboardInterrupt: status = 'interrupted'
+    rec = _opened(out, token)
+    if rec is None:                               # stopped before it opened the run: the folder is as it was
+        tmp.unlink(missing_ok=True)
+        if made and not any(out.iterdir()): out.rmdir()
+    else: rec = _close(out, rec, tmp, nb, status, time.time()-t0, f'{err.ename}: {err.evalue}' if err else None)
+    if status == 'interrupted':
+        if rec is None: raise RunInterrupted(f"interrupted before the run started; {out} is unchanged")
+        raise RunInterrupted(f"interrupted: run {rec['run_id']} in {out} stopped ({_reached(rec)}); "
+                             "the same command resumes it")
+    if err is not None:
+        tb = _ANSI.sub('', '\n'.join(err.traceback)) if err.traceback else ''
+        raise ExperimentError(name, err.exec_count, err.ename, err.evalue, tb, out/nb.name if rec else None) from None
+    if rec is None: raise ConfigError(f"experiment {name!r} ran but never opened its run (hemabook.runs.open_run)")
     return out
 
 # %% ../nbs/90_runner.ipynb #d9a48bda
@@ -195,12 +269,18 @@ def run_demo(out:str|Path='runs/demo',      # Folder for the runs and `summary.m
             ) -> list[dict]:                # One result per experiment
     "Run every experiment in its default (smoke) preset into `out` and write `out/summary.md`."
     out = Path(out); res = []
+    if out.exists() and any(out.iterdir()):
+        old = out.with_name(f"{out.name}-{datetime.datetime.fromtimestamp(out.stat().st_mtime):%Y%m%d-%H%M%S}")
+        while old.exists(): old = old.with_name(old.name + '-1')
+        out.rename(old); logger.info("moved the previous demo in %s to %s", out, old)
+    out.mkdir(parents=True, exist_ok=True)
     for name in (names or list(list_experiments(path))):
         t0 = time.time(); r = dict(name=name, out=out/name)
         try:
             run_experiment(name, out=out/name, path=path, kernel=kernel)
             r.update(status='ok', metrics=load_json(out/name/'metrics.json'))
         except ExperimentError as e: r.update(status='failed', error=f'{e.ename}: {e.evalue}')
+        except RunInterrupted as e: r.update(status='interrupted', error=str(e)); res.append(r); break
         except HemabookError as e:   r.update(status='failed', error=str(e))
         r['seconds'] = time.time()-t0; res.append(r)
         if on_done: on_done(r)
@@ -231,16 +311,25 @@ def _cmd_list(a):
     for name,nb in list_experiments().items():
         print(f'{name}  ({nb})')
         for k,v in experiment_params(name).items():
-            typ = f": {v['type']}" if v['type'] else ''
-            print(f"    {k}{typ} = {v['default']}" + (f"    # {v['help']}" if v['help'] else ''))
+            typ = f"Optional[{v['type']}]" if v['optional'] else v['type']
+            ch = f"{{{', '.join(v['choices'])}}} " if v['choices'] else ''
+            print(f"    {k}: {typ} = {v['default']}" + (f"    # {ch}{v['help']}".rstrip() if ch or v['help'] else ''))
     return 0
 
 def _cmd_run(a):
     keys = [k for k,_ in a.param]
     if len(set(keys))<len(keys): raise ConfigError(f"a parameter is given twice: {', '.join(sorted({k for k in keys if keys.count(k)>1}))}")
+    if a.out and (f := Path(a.out)/RUN_FILE).exists():
+        rec = load_json(f)
+        print(f"{a.out} holds run {rec.get('run_id')} ({rec.get('status')}; {_reached(rec)}): "
+              "it resumes if the settings are the same", flush=True)
     out = run_experiment(a.name, dict(a.param), out=a.out, kernel=a.kernel, progress=True)
-    print(f'done: {out}')
-    if (out/'metrics.json').exists(): print((out/'metrics.json').read_text())
+    rec = load_json(out/RUN_FILE)
+    print(f"done: {out} (run {rec['run_id']}, attempt {len(rec['attempts'])})")
+    if (out/'metrics.json').exists():
+        m = load_json(out/'metrics.json')
+        print((out/'metrics.json').read_text())
+        for w in m.get('warnings', []): print(f"WARNING: {w}")
     return 0
 
 def _cmd_demo(a):
@@ -256,14 +345,24 @@ def _cmd_samples(a):
     return 0
 
 # %% ../nbs/90_runner.ipynb #a8516791
+def _hb_errors(cls=HemabookError):
+    "The names of hemabook's error classes: a notebook cell that raised one of them failed on the user's input."
+    return {cls.__name__} | {n for s in cls.__subclasses__() for n in _hb_errors(s)}
+
 def main(argv:list[str]|None=None) -> int:
     "The `hemabook` command line; returns the exit status."
     a = _parser().parse_args(argv)
     try: return dict(list=_cmd_list, run=_cmd_run, demo=_cmd_demo, samples=_cmd_samples)[a.cmd](a)
     except ExperimentError as e:
+        if e.ename in _hb_errors():
+            print(f"error: {e.evalue}" + (f" (executed notebook: {e.notebook})" if e.notebook else ''), file=sys.stderr)
+            return 2
         print(e.traceback, file=sys.stderr)
         print(f'\nerror: {e}', file=sys.stderr)
         return 1
+    except RunInterrupted as e:
+        print(e, file=sys.stderr)
+        return 130
     except HemabookError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2

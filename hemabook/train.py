@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_train.ipynb #5f8b0efa
 from __future__ import annotations
-import functools, importlib, os, re, socket, tempfile, time
+import functools, importlib, os, re, socket, tempfile, time, warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
@@ -23,6 +23,7 @@ import fastai.distributed as fdist
 
 from . import __version__
 from .core import CheckpointError, ConfigError, logger, get_device, save_json, load_json
+from .runs import RunConflict, current_run, settings_diff
 
 # %% auto #0
 __all__ = ['hb_learner', 'save_checkpoint', 'load_checkpoint', 'load_weights', 'RunLogger', 'EpochCheckpoint', 'fit',
@@ -49,6 +50,17 @@ def _amp_mode(mixed_precision, dev):
     return mixed_precision
 
 # %% ../nbs/01_train.ipynb #20cc146e
+def _save_params(run_dir, params):
+    "Write `params.json` (with the open run's id); `RunConflict` if the folder holds another run's, with other values."
+    f,run = Path(run_dir)/'params.json',current_run()
+    if f.exists():
+        old = {k:v for k,v in load_json(f).items() if k!='run_id'}
+        if d := settings_diff(old, params):
+            what = '; '.join(f'{k}: {a!r} there, {b!r} now' for k,(a,b) in list(d.items())[:8])
+            raise RunConflict(f"{run_dir} was trained with other parameters ({what}); resuming its checkpoint would "
+                              "mix two runs: use another run_dir, or delete this one")
+    save_json({**({'run_id': run.id} if run else {}), **params}, f)
+
 def hb_learner(dls,                          # fastai `DataLoaders`
                model:torch.nn.Module,        # The model to train
                loss_func=None,               # Loss; None: fastai infers it from the data
@@ -67,7 +79,7 @@ def hb_learner(dls,                          # fastai `DataLoaders`
     elif amp=='bf16': learn.to_bf16()
     learn.run_dir = Path(run_dir) if run_dir is not None else None
     if learn.run_dir is not None:
-        if params is not None and not rank_distrib(): save_json(params, learn.run_dir/'params.json')
+        if params is not None and not rank_distrib(): _save_params(learn.run_dir, params)
         learn.add_cbs([RunLogger(learn.run_dir), EpochCheckpoint(learn.run_dir)])
     return learn
 
@@ -88,13 +100,13 @@ def save_checkpoint(learn:Learner,        # The learner whose model and optimize
                     epoch:int,            # The last finished epoch (from 0)
                     n_epoch:int,          # The number of epochs of the run
                    ) -> Path|None:        # `path`, or None on ranks other than 0
-    "Save `learn`'s model and optimizer state with `epoch` and `n_epoch` to `path` atomically (rank 0 only)."
+    "Save `learn`'s model and optimizer state, `epoch`, `n_epoch` and the run id to `path` atomically (rank 0 only)."
     if rank_distrib(): return None
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     opt = getattr(learn, 'opt', None)
     state = {'model': get_model(learn.model).state_dict(), 'opt': _plain(opt.state_dict()) if opt is not None else None,
              'epoch': int(epoch), 'n_epoch': int(n_epoch), 'torch_rng': torch.get_rng_state(),
-             'hemabook_version': __version__}
+             'hemabook_version': __version__, 'run_id': run.id if (run := current_run()) else None}
     fd,tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp'); os.close(fd)
     try: torch.save(state, tmp); os.replace(tmp, path)
     except BaseException:
@@ -112,18 +124,35 @@ def _why(e):
     msg = m.group(1) if m else (str(e).strip().splitlines() or [''])[0]
     return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
 
+_NO_UNPICKLE = "hemabook loads tensors only and never unpickles a file (unpickling can run any code hidden in it)"
+
 def _torch_load(path, device='cpu'):
     "`torch.load(path, weights_only=True)` onto `device`, with a `CheckpointError` that says why a file is refused."
     path = Path(path)
     if not path.exists(): raise CheckpointError(f"{path}: no such checkpoint file")
     if not path.is_file(): raise CheckpointError(f"{path}: not a file")
-    try: return torch.load(path, map_location=device, weights_only=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message='Detected pickle protocol')
+            return torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
-        m = re.search(r'Unsupported global: GLOBAL (\S+)', str(e))
-        if m: raise CheckpointError(f"{path}: the checkpoint holds Python objects such as {m.group(1)} that need "
-                                    "full unpickling (weights_only=False), which can run arbitrary code, so hemabook "
-                                    "refuses it; re-save it with only tensors and plain values") from e
+        if m := re.search(r'Unsupported global: GLOBAL (\S+)', str(e)):
+            raise CheckpointError(
+                f"{path}: the checkpoint holds Python objects such as {m.group(1)}; {_NO_UNPICKLE}. To convert a file "
+                f"you trust, allow just those classes while you load it once yourself and keep its tensors: "
+                f"`with torch.serialization.safe_globals([{m.group(1)}]): ck = torch.load(path, weights_only=True)`, "
+                "then `torch.save(<its state dict of tensors>, new_path)`, and give hemabook new_path") from e
+        if re.search(r'Unsupported operand|invalid load key', str(e)) and _is_pickle(path):
+            raise CheckpointError(
+                f"{path}: a plain Python pickle, not a torch file of tensors; {_NO_UNPICKLE}. To convert a file you "
+                "trust, open it with the program that wrote it and save the weights as a dict of tensors "
+                "(`torch.save(state_dict, new_path)`), then give hemabook new_path") from e
         raise CheckpointError(f"{path}: cannot read the checkpoint (corrupt or not a torch file): {_why(e)}") from e
+
+def _is_pickle(path):
+    "Whether `path` starts like a pickle (protocol 2+ opcode PROTO, or protocol 0/1's '(' or '}')."
+    with open(path, 'rb') as f: head = f.read(2)
+    return head[:1] == b'\x80' and head[1:2] in b'\x02\x03\x04\x05' or head[:1] in (b'(', b'}', b']')
 
 def _read_ckpt(path, device, with_opt=True):
     "The checkpoint dict at `path`, loaded with `weights_only=True` onto `device`; `CheckpointError` if unusable."
@@ -222,6 +251,11 @@ def _recorder_row(learn):
     return {n: v for n,v in zip(list(rec.metric_names)[1:], list(rec.log)[1:]) if n!='time'}
 
 # %% ../nbs/01_train.ipynb #ff81f370
+def _stage(run, d):
+    "The name of training folder `d` in `run`'s progress: its path inside the run folder, '.' for the folder itself."
+    try: return str(Path(d).resolve().relative_to(run.path.resolve()))
+    except ValueError: return str(d)
+
 class RunLogger(_EpochEnd):
     "Append each finished epoch's losses, metrics and time to `run_dir/history.json` (rank 0 writes)."
     order = Recorder.order+10
@@ -235,9 +269,13 @@ class RunLogger(_EpochEnd):
         if self.path is not None and self.path.exists(): self.rows = load_json(self.path)
 
     def epoch_done(self):
-        row = {'epoch': int(self.epoch), **_recorder_row(self.learn), 'time_s': round(time.time()-self._t0, 3)}
+        run = current_run()
+        row = {'epoch': int(self.epoch), **_recorder_row(self.learn), 'time_s': round(time.time()-self._t0, 3),
+               **({'run_id': run.id} if run else {})}
         self.rows = [r for r in self.rows if r.get('epoch', -1) < row['epoch']] + [row]
-        if self.path is not None and not rank_distrib(): save_json(self.rows, self.path)
+        if self.path is None or rank_distrib(): return
+        save_json(self.rows, self.path)
+        if run: run.progress(_stage(run, self.path.parent), self.epoch+1, self.n_epoch)
 
 # %% ../nbs/01_train.ipynb #8174c2bd
 class EpochCheckpoint(_EpochEnd):
@@ -269,15 +307,23 @@ def fit(learn:Learner,        # A learner, usually from `hb_learner`
             raise ConfigError(f"{path} comes from a run of {ckpt['n_epoch']} epochs ({ckpt['epoch']+1} done), but fit "
                               f"asks for n_epoch={n_epoch}; the one-cycle schedule depends on the total, so resume "
                               f"with n_epoch={ckpt['n_epoch']}, or start over with resume=False or a new run_dir")
+        run = current_run()
+        if run and ckpt.get('run_id') not in (None, run.id):
+            raise RunConflict(f"{path} belongs to run {ckpt['run_id']}, not to the open run {run.id}: "
+                              "use another run_dir")
         _apply_ckpt(learn, ckpt, path)
         if 'torch_rng' in ckpt: torch.set_rng_state(ckpt['torch_rng'].cpu())
         start = ckpt['epoch']+1
-        logger.info("resuming %s after epoch %d of %d", rd, ckpt['epoch'], n_epoch)
+        if start < n_epoch: logger.info("resuming %s from epoch %d of %d", rd, start+1, n_epoch)
     rl = learn._grab_cbs(RunLogger)
     if not rl:
         rl = [RunLogger(None)]
         kwargs['cbs'] = L(kwargs.get('cbs')) + rl
-    if start < n_epoch: (learn.fit_one_cycle if one_cycle else learn.fit)(n_epoch, lr, start_epoch=start, **kwargs)
+    try:
+        if start < n_epoch: (learn.fit_one_cycle if one_cycle else learn.fit)(n_epoch, lr, start_epoch=start, **kwargs)
+    except KeyboardInterrupt:
+        if (run := current_run()) is not None: run.finish('interrupted')
+        raise
     else: logger.info("%s: all %d epochs are done; nothing to train", rd, n_epoch)
     if not rl[0].rows and rl[0].path is not None and rl[0].path.exists(): rl[0].rows = load_json(rl[0].path)
     return dict(rl[0].rows[-1]) if rl[0].rows else {}

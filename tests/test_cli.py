@@ -11,7 +11,7 @@ def test_list_shows_experiments_and_parameters():
     r = cli('list')
     assert r.returncode==0, r.stderr
     assert 'wbc_classifier' in r.stdout
-    assert "    PRESET: str = 'smoke'" in r.stdout and '    EPOCHS: int = None' in r.stdout
+    assert "    PRESET: str = 'smoke'    # {smoke, full}" in r.stdout and '    EPOCHS: Optional[int] = None' in r.stdout
 
 def test_unknown_parameter_is_refused_with_the_valid_ones(tmp_path):
     r = cli('run', 'wbc_classifier', '-p', 'EPOCH', '2', '--out', tmp_path/'x')
@@ -27,19 +27,28 @@ def test_unknown_experiment(tmp_path):
     r = cli('run', 'wbc_clasifier')
     assert r.returncode==2 and "did you mean 'wbc_classifier'" in r.stderr
 
-def test_failing_cell_exits_nonzero_and_prints_its_error(tmp_path):
-    exps = tmp_path/'experiments'; exps.mkdir()
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("OUT_DIR = 'x'\nDATA = 'nowhere'"),
-        nbformat.v4.new_code_cell("from hemabook.core import load_image\nload_image(DATA + '/cell.png')")])
+def _experiment(exps, name, code):
+    "A one-parameter experiment that opens its run and then runs `code`."
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("from typing import Optional\nOUT_DIR: Optional[str] = None  # run folder\nDATA: str = 'nowhere'  # data"),
+        nbformat.v4.new_code_cell(f"from hemabook.runs import open_run, run_folder\nrun = open_run('{name}', run_folder(OUT_DIR, '{name}'), dict(data=DATA))"),
+        nbformat.v4.new_code_cell(code)])
     nb.cells[0].metadata['tags'] = ['parameters']
     nb.metadata['kernelspec'] = {'name': 'python3', 'display_name': 'python3', 'language': 'python'}
-    nbformat.write(nb, exps/'bad_data.ipynb')
+    nbformat.write(nb, exps/f'{name}.ipynb')
+
+def test_failing_cell_exits_nonzero_and_prints_its_error(tmp_path):
+    exps = tmp_path/'experiments'; exps.mkdir()
+    _experiment(exps, 'bad_data', "from hemabook.core import load_image\nload_image(DATA + '/cell.png')")
+    _experiment(exps, 'bug', "def f(x): return x/0\nf(1)")
+    # bad input (a hemabook error): one line naming it, exit 2; the run records the failure and keeps the notebook
     r = cli('run', 'bad_data', '--out', tmp_path/'run', env={'HEMABOOK_EXPERIMENTS': str(exps)})
-    assert r.returncode==1
-    assert "failed in cell [3]: DataError: nowhere/cell.png: no such file" in r.stderr
-    assert 'load_image' in r.stderr, "the traceback is printed"
+    assert r.returncode==2, r.stderr
+    assert "error: nowhere/cell.png: no such file (executed notebook: " in r.stderr and 'Traceback' not in r.stderr, r.stderr
     assert json.loads((tmp_path/'run'/'run.json').read_text())['status']=='failed'
     assert (tmp_path/'run'/'bad_data.ipynb').exists(), "the executed notebook is kept for inspection"
+    # anything else is a bug somewhere: the traceback is printed, exit 1
+    r = cli('run', 'bug', '--out', tmp_path/'run2', env={'HEMABOOK_EXPERIMENTS': str(exps)})
+    assert r.returncode==1 and "failed in cell [4]: ZeroDivisionError" in r.stderr and 'return x/0' in r.stderr, r.stderr
 
 def _same(a, b):
     "Equal content: pixels for images, arrays for npz/h5 (their containers hold timestamps), bytes for the rest."

@@ -16,6 +16,8 @@ def test_demo(tmp_path):
 def _demo_runs_every_experiment(demo):
     out,r = demo
     assert r.returncode==0, r.stdout + r.stderr
+    for name in ('bcsam', 'bloodshot', 'attridet', 'dessam', 'samed', 'wbc_classifier'):   # every experiment checks itself
+        assert isinstance(json.loads((out/name/'metrics.json').read_text())['warnings'], list), name
     summary = (out/'summary.md').read_text()
     exps = sorted(p.stem for p in (REPO/'nbs'/'experiments').glob('*.ipynb') if not p.name.startswith('_'))
     for name in exps:
@@ -30,21 +32,13 @@ def _wbc_classifier_learns(demo):
     assert m['accuracy'] > 2*m['chance'], f"accuracy {m['accuracy']:.2f} is not clearly above chance {m['chance']:.2f}"
     hist = json.loads((run/'history.json').read_text())
     assert len(hist)==m['epochs']
-    params = json.loads((run/'params.json').read_text())
-    assert params['preset']=='smoke' and params['device']=='cpu'
+    params,rec = json.loads((run/'params.json').read_text()),json.loads((run/'run.json').read_text())
+    assert params['preset']=='smoke' and params['device']=='cpu' and rec['status']=='ok'
+    # one run id on every record: params, each history row, metrics, the executed notebook
+    assert params['run_id'] == m['run_id'] == rec['run_id'] and {r['run_id'] for r in hist} == {rec['run_id']}
+    assert json.loads((run/'wbc_classifier.ipynb').read_text())['metadata']['hemabook']['run_id'] == rec['run_id']
+    assert m['warnings'] == [], m['warnings']
     assert (run/'checkpoints'/'last.pth').exists() and (run/'confusion.png').exists()
-
-def test_run_with_parameters_and_resume(tmp_path):
-    out = tmp_path/'run'
-    r = cli('run', 'wbc_classifier', '-p', 'EPOCHS', '2', '-p', 'ARCH', 'resnet10t', '--out', out)
-    assert r.returncode==0, r.stdout + r.stderr
-    assert 'unknown parameter' not in r.stdout + r.stderr   # papermill's parser misses `int|None` annotations; hemabook checks names itself
-    assert json.loads((out/'params.json').read_text())['epochs']==2
-    assert len(json.loads((out/'history.json').read_text()))==2
-    # Same command on the same folder: training resumes from the finished checkpoint and has nothing left to do.
-    r = cli('run', 'wbc_classifier', '-p', 'EPOCHS', '2', '-p', 'ARCH', 'resnet10t', '--out', out)
-    assert r.returncode==0, r.stdout + r.stderr
-    assert len(json.loads((out/'history.json').read_text()))==2
 
 def _bcsam_smoke(demo):
     out,_ = demo
