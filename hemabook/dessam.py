@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from torch import nn
 from scipy import ndimage as ndi
 from torchvision.ops import box_iou, roi_align
-from fastai.callback.core import Callback
 from fastai.callback.training import GradientClip
 from fastcore.basics import patch
 from segment_anything.modeling.common import LayerNorm2d
@@ -22,8 +21,8 @@ from segment_anything.modeling.common import LayerNorm2d
 from .core import ConfigError, DataError, logger, load_image
 from .sam.model import build_sam
 from .data.det import DetDataset, det_collate
-from .data.seg import instance_label_image, show_masks
-from .metrics import INST_METRICS, inst_metrics, inst_table
+from .data.seg import image_tensor, instance_label_image, show_masks
+from .metrics import inst_metrics, inst_table
 from .train import hb_learner, _model_device
 from .attridet import DetLoss, DetMAP, DetTargets, _loss_mode, _map50, make_detector
 
@@ -479,7 +478,7 @@ def show_teacher_student(model:DesSAM,     # A model
     "The boxes, the teacher's and the student's masks for them on one image."
     img = load_image(img) if not isinstance(img, np.ndarray) else img
     h,w = img.shape[:2]; sz = model.sz; b = np.asarray(boxes, float).reshape(-1, 4)
-    x = torch.from_numpy(np.asarray(__import__('PIL.Image', fromlist=['Image']).fromarray(img).resize((sz, sz)))).permute(2, 0, 1).float()[None]/255
+    x = image_tensor(img, sz)[None]                  # bilinear, as `DetDataset` feeds training
     d = model.detect(x.to(_model_device(model)), [torch.as_tensor(b*[sz/w, sz/h]*2, dtype=torch.float32, device=_model_device(model))], ('student', 'teacher'))[0]
     ls = {'boxes': box_labels(b, (h, w)), 'teacher': instance_labels(d['teacher_logits'], b, (h, w)),
           'student': instance_labels(d['mask_logits'], b, (h, w))}
