@@ -253,12 +253,15 @@ def _fmt(v):
     return str(v)
 
 def summary_table(results:list[dict]) -> str:
-    "A Markdown table of run results: dicts with `name`, `status`, `seconds`, `metrics`."
-    rows = ['| experiment | status | time (s) | metrics |', '|---|---|---:|---|']
+    "A Markdown table of runs: each one's headline result beside its reference, whether it beat it, and its warnings."
+    rows = ['| experiment | status | time (s) | result | reference | beats it | warnings |', '|---|---|---:|---|---|---|---|']
     for r in results:
-        ms = ' · '.join(f'{k} {_fmt(v)}' for k,v in (r.get('metrics') or {}).items() if not isinstance(v, (dict, list)))
-        if r['status']!='ok': ms = r.get('error', '')
-        rows.append(f"| {r['name']} | {r['status']} | {r['seconds']:.1f} | {ms} |")
+        m = r.get('metrics') or {}; h = m.get('headline')
+        if r['status'] != 'ok': cells = [r.get('error', ''), '', '', '']
+        elif not h: cells = ['(no headline)', '', '', '; '.join(m.get('warnings', [])) or 'none']
+        else: cells = [f"{h['metric']} {_fmt(h['value'])}", f"{h['reference_name']} {_fmt(h['reference'])}",
+                       'yes' if h['beat'] else '**no**', '; '.join(m.get('warnings', [])) or 'none']
+        rows.append(f"| {r['name']} | {r['status']} | {r['seconds']:.1f} | " + ' | '.join(cells) + ' |')
     return '\n'.join(rows)
 
 def run_demo(out:str|Path='runs/demo',      # Folder for the runs and `summary.md`
@@ -286,7 +289,7 @@ def run_demo(out:str|Path='runs/demo',      # Folder for the runs and `summary.m
         if on_done: on_done(r)
     stamp = datetime.datetime.now().isoformat(sep=' ', timespec='minutes')
     (out/'summary.md').write_text(f"# hemabook demo, {stamp}\n\nEvery experiment in its smoke preset on `data_samples/` "
-        f"(small data, tiny models: a check that each pipeline runs end to end, not the papers' numbers).\n\n{summary_table(res)}\n")
+        f"(small data, tiny models: a check that each pipeline runs end to end and learns, not the papers' numbers). Each row gives the run's headline result beside the reference it must beat (chance, the majority rate, an untrained model, the filled boxes) and what its own checks found wrong.\n\n{summary_table(res)}\n")
     return res
 
 # %% ../nbs/90_runner.ipynb #7b76d74b

@@ -23,6 +23,13 @@ def _demo_runs_every_experiment(demo):
     for name in exps:
         assert f'| {name} | ok |' in summary, summary
         assert (out/name/f'{name}.ipynb').exists() and (out/name/'metrics.json').exists()
+        # the row gives the headline beside its reference, and a run that does not beat it says why in its warnings
+        row = next(l for l in summary.splitlines() if l.startswith(f'| {name} |')).split(' | ')
+        h = json.loads((out/name/'metrics.json').read_text())['headline']
+        assert row[3].startswith(h['metric']) and row[4].startswith(h['reference_name']) and row[5] in ('yes', '**no**'), row
+        assert (row[5] == 'yes') == h['beat'] and (h['beat'] or row[6] != 'none |'), row
+    for name in ('wbc_classifier', 'samed', 'bcsam'):           # these smoke presets learn enough to beat their reference
+        assert json.loads((out/name/'metrics.json').read_text())['headline']['beat'], name
 
 def _wbc_classifier_learns(demo):
     out,_ = demo
