@@ -4,7 +4,7 @@
 
 # %% ../nbs/90_runner.ipynb #2105d692
 from __future__ import annotations
-import argparse, ast, datetime, difflib, logging, re, secrets, shutil, signal, sys, time
+import argparse, ast, datetime, difflib, logging, re, secrets, signal, sys, time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -13,7 +13,7 @@ from fastcore.xtras import modified_env
 
 from . import __version__
 from .core import ConfigError, HemabookError, load_json, logger, repo_root, save_json
-from .runs import RUN_FILE, RunConflict, run_folder
+from .runs import RUN_FILE, Run, RunConflict, run_folder
 
 # %% auto #0
 __all__ = ['ExperimentError', 'experiments_path', 'list_experiments', 'experiment_params', 'parse_value', 'check_params',
@@ -180,11 +180,6 @@ def _stop_on_signals(grace:int=30):
 _ANSI = re.compile(r'\x1b\[[0-9;]*[A-Za-z]')
 
 # %% ../nbs/90_runner.ipynb #349491bc
-def _reached(rec):
-    "How far the run of record `rec` got: 'model: epoch 3 of 6' per training folder, or 'no epoch finished'."
-    p = rec.get('progress') or {}
-    return ', '.join(f"{k}: epoch {v['epoch']} of {v['n_epoch']}" for k,v in p.items()) or 'no epoch finished'
-
 def _opened(out, token):
     "The run record in `out` if the notebook opened the run with attempt `token`, else None."
     f = Path(out)/RUN_FILE
@@ -238,7 +233,7 @@ def run_experiment(name:str,                  # Experiment name (notebook stem)
     else: rec = _close(out, rec, tmp, nb, status, time.time()-t0, f'{err.ename}: {err.evalue}' if err else None)
     if status == 'interrupted':
         if rec is None: raise RunInterrupted(f"interrupted before the run started; {out} is unchanged")
-        raise RunInterrupted(f"interrupted: run {rec['run_id']} in {out} stopped ({_reached(rec)}); "
+        raise RunInterrupted(f"interrupted: run {rec['run_id']} in {out} stopped ({Run(out, rec).reached()}); "
                              "the same command resumes it")
     if err is not None:
         tb = _ANSI.sub('', '\n'.join(err.traceback)) if err.traceback else ''
@@ -324,7 +319,7 @@ def _cmd_run(a):
     if len(set(keys))<len(keys): raise ConfigError(f"a parameter is given twice: {', '.join(sorted({k for k in keys if keys.count(k)>1}))}")
     if a.out and (f := Path(a.out)/RUN_FILE).exists():
         rec = load_json(f)
-        print(f"{a.out} holds run {rec.get('run_id')} ({rec.get('status')}; {_reached(rec)}): "
+        print(f"{a.out} holds run {rec.get('run_id')} ({rec.get('status')}; {Run(f.parent, rec).reached()}): "
               "it resumes if the settings are the same", flush=True)
     out = run_experiment(a.name, dict(a.param), out=a.out, kernel=a.kernel, progress=True)
     rec = load_json(out/RUN_FILE)

@@ -127,9 +127,8 @@ def open_run(experiment:str,          # The experiment (or any name for the kind
         rec = dict(run_id=new_run_id(), experiment=experiment, status='running', created=_now(), updated=_now(),
                    settings=jsonable(settings), progress={}, attempts=[_attempt()])
     else:
-        prog = ', '.join(f"{k}: epoch {v['epoch']} of {v['n_epoch']}" for k,v in rec.get('progress', {}).items())
-        logger.info("resuming run %s in %s (it was %s%s)", rec['run_id'], out, rec.get('status'),
-                    f"; {prog}" if prog else '')
+        logger.info("resuming run %s in %s (it was %s; %s)", rec['run_id'], out, rec.get('status'),
+                    Run(out, rec).reached())
         rec.update(status='running', updated=_now(), attempts=rec.get('attempts', []) + [_attempt()])
     out.mkdir(parents=True, exist_ok=True)
     save_json(rec, out/RUN_FILE)
