@@ -7,16 +7,19 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.hemabook-installed
 WORKERS ?= 2
 
-.PHONY: install demo test sync-check test-nbs outputs docs browser lock clean
+.PHONY: install demo test clean-nbs sync-check test-nbs outputs docs browser lock clean
 
 install: $(STAMP)
 
-# Reinstall whenever the declared requirements or the lock change.
+# Reinstall whenever the declared requirements or the lock change. The kernel 'hemabook' (JupyterLab, papermill,
+# `hemabook run`) hides one warning, which fastai 2.8's import raises with the torch pinned here (its layers call the
+# deprecated torch.jit.script) and which no user can act on; every other warning shows.
 $(STAMP): setup.py settings.ini constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "pip>=23"
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
-	$(BIN)/python -m ipykernel install --sys-prefix --name hemabook --display-name "Python (hemabook)"
+	$(BIN)/python -m ipykernel install --sys-prefix --name hemabook --display-name "Python (hemabook)" \
+	  --env PYTHONWARNINGS 'ignore:`torch.jit.script` is deprecated:FutureWarning'
 	touch $(STAMP)
 
 demo: install
@@ -26,13 +29,18 @@ demo: install
 test: install browser sync-check
 	$(BIN)/python -m pytest -n $(WORKERS) --maxschedchunk 1 --durations=12 tests/
 
+# After editing notebooks: export the library, clean the notebooks, and give them the kernel metadata JupyterLab
+# writes (tools/nb_kernel.py: nbdev_clean renames the kernel's display name, and JupyterLab would mark them changed).
+clean-nbs: install
+	PATH=$(BIN):$$PATH nbdev_export && PATH=$(BIN):$$PATH nbdev_clean && $(BIN)/python tools/nb_kernel.py
+
 # Re-exporting and re-cleaning must change nothing: nbs/ is the source of hemabook/.
 sync-check: install
 	@tmp=$$(mktemp -d); cp -r hemabook nbs $$tmp/; \
-	PATH=$(BIN):$$PATH nbdev_export && PATH=$(BIN):$$PATH nbdev_clean; \
+	PATH=$(BIN):$$PATH nbdev_export && PATH=$(BIN):$$PATH nbdev_clean && $(BIN)/python tools/nb_kernel.py; \
 	if ! diff -r -q -x __pycache__ -x .ipynb_checkpoints $$tmp/hemabook hemabook || \
 	   ! diff -r -q -x __pycache__ -x .ipynb_checkpoints -x nbdev.yml $$tmp/nbs nbs; then \
-	  echo "nbs/ and hemabook/ were out of sync (or notebooks not cleaned): run nbdev_export and nbdev_clean, then commit."; \
+	  echo "nbs/ and hemabook/ were out of sync (or notebooks not cleaned): run 'make clean-nbs', then commit."; \
 	  rm -rf $$tmp; exit 1; fi; rm -rf $$tmp; echo "sync-check: notebooks and library in sync"
 
 # Just the notebooks, through nbdev's own runner (prints only 'Success.').
@@ -42,7 +50,7 @@ test-nbs: install
 # Execute notebooks and store their outputs (figures, tables) for the docs: `make outputs NBS="nbs/10_synthetic.ipynb"`.
 NBS ?= $(shell find nbs -name '*.ipynb' -not -path '*/.*' -not -name '_*' | sort)
 outputs: install
-	$(BIN)/python tools/execute_nbs.py $(NBS) && rm -rf nbs/experiments/runs && $(BIN)/nbdev_clean
+	$(BIN)/python tools/execute_nbs.py $(NBS) && rm -rf nbs/experiments/runs && $(BIN)/nbdev_clean && $(BIN)/python tools/nb_kernel.py
 
 # The docs site in _docs/ and README.md, from nbs/: `nbdev_docs` where quarto is on PATH, else nbdev's
 # processing into _proc/ rendered by smalldocs (see tools/build_docs.py). `--readme` rebuilds only README.md.

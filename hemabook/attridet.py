@@ -165,7 +165,7 @@ def make_detector(head:str,            # One of `HEADS`
 def roi_features(feats:list,          # Feature maps, each B×C×h×w
                  strides:tuple,       # Their strides in input pixels
                  boxes:list,          # One n_i×4 tensor of xyxy input-pixel boxes per image
-                 output_size:tuple=(24, 30), # RoI grid (rows, columns), the seed's 24×30
+                 output_size:tuple=(24, 30), # RoI grid (rows, columns), AttriDet's 24×30
                 ) -> torch.Tensor:    # Σn_i × ΣC × rows × cols
     "RoIAlign every box of every image on each map in one call per map, channels concatenated."
     return torch.cat([roi_align(f, [b.to(f.dtype) for b in boxes], output_size, spatial_scale=1/s, sampling_ratio=2, aligned=True)
@@ -173,7 +173,7 @@ def roi_features(feats:list,          # Feature maps, each B×C×h×w
 
 # %% ../nbs/50_attridet.ipynb #40389827
 class AttrHead(nn.Module):
-    "The seed's attribute head: 3 × (conv 3×3, LeakyReLU, max-pool 2) on RoI features, then an MLP to 2 logits per attribute."
+    "AttriDet's attribute head: 3 × (conv 3×3, LeakyReLU, max-pool 2) on RoI features, then an MLP to 2 logits per attribute."
     def __init__(self, in_ch:int,                   # Channels of the concatenated RoI features
                  n_attrs:int=7,                     # Attributes (binary each)
                  roi:tuple=(24, 30),                # RoI grid
@@ -197,7 +197,7 @@ def asl_loss(logits:torch.Tensor,     # n×A×2: a (value 0, value 1) logit pair
              gamma_pos:float=1.,      # Focusing exponent of positive logits
              clip:float=0.08,         # Probability shift that discards easy negatives
              eps:float=1e-8,
-            ) -> torch.Tensor:        # Scalar: summed over logits and valid attributes, divided by the cells with a valid attribute (the seed's scale)
+            ) -> torch.Tensor:        # Scalar: summed over logits and valid attributes, divided by the cells with a valid attribute (AttriDet's scale)
     "Asymmetric loss (Ridnik et al. 2021) on one-hot attribute pairs, masked attribute by attribute."
     valid = (targets==0) | (targets==1)
     if not valid.any(): return logits.sum()*0.
@@ -230,7 +230,7 @@ class AttriDet(nn.Module):
                  sz:int=256,                    # Training image side (anchor sizes)
                  fpn_channels:int=64,           # FPN width
                  weights:str|Path|None=None,    # timm weights for the backbone; None: random
-                 attr_strides:tuple=(4, 8),     # Backbone maps the attribute head reads (the seed's P2 and P3)
+                 attr_strides:tuple=(4, 8),     # Backbone maps the attribute head reads (AttriDet's P2 and P3)
                  attr_kw:dict|None=None,        # Passed to `AttrHead` (widths, hidden, p, roi)
                  uda:bool=False,                # Add a gradient-reversal domain classifier (`DomainHead`)
                  **kwargs,                      # Passed to `make_detector` (score_thresh, detections_per_img)
@@ -268,7 +268,7 @@ class AttriDet(nn.Module):
     def _targets(self, targets):
         return [dict(boxes=t['boxes'].float(), labels=t['labels'].long()+1) for t in targets]
 
-    def losses(self, images:torch.Tensor, targets:list) -> dict:
+    def loss_terms(self, images:torch.Tensor, targets:list) -> dict:
         "The detector's losses and the attribute loss on the ground-truth boxes (`attr`, when the targets have `attrs`)."
         out = dict(self.det(list(images), self._targets(targets)))
         if self.attr_head is not None and all('attrs' in t for t in targets):
@@ -290,15 +290,16 @@ class AttriDet(nn.Module):
 
     def forward(self, images:torch.Tensor, targets:list|None=None):
         "Training: the loss dict. Eval with targets: the loss dict (eval-mode normalisation) and the detections. Eval alone: detections."
-        if self.training: return dict(losses=self.losses(images, targets))
+        if self.training: return dict(losses=self.loss_terms(images, targets))
         if targets is None: return self.detect(images)
-        with _loss_mode(self), torch.no_grad(): losses = self.losses(images, targets)
+        with _loss_mode(self), torch.no_grad(): losses = self.loss_terms(images, targets)
         return dict(losses=losses, dets=self.detect(images))
 
 # %% ../nbs/50_attridet.ipynb #906bf114
 def _iou(a, b):
     if not len(a) or not len(b): return np.zeros((len(a), len(b)))
-    return box_iou(torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)).numpy()
+    t = lambda x: torch.tensor(np.asarray(x, dtype=np.float64))   # a copy: boxes may come from a read-only array
+    return box_iou(t(a), t(b)).numpy()
 
 def _greedy_match(iou, thr):
     "COCO's matching: each detection, best score first, takes the unmatched ground truth of highest IoU ≥ `thr`."
@@ -378,7 +379,7 @@ ATTR_TAGS = dict(cell_size='large', nuclear_chromatin='coarse', nuclear_shape='i
 def attr_metrics(gt:pd.DataFrame,         # Ground-truth cells with attribute columns (codes; only 0/1 are scored)
                  pred:pd.DataFrame,       # Detections (or ground-truth boxes) with predicted 0/1 attribute columns
                  attrs:tuple=LA_ATTRS,    # Attributes to score
-                 min_iou:float=0.5,       # A cell counts only if its best-IoU detection reaches this; 0 is the seed's any-overlap rule
+                 min_iou:float=0.5,       # A cell counts only if its best-IoU detection reaches this; 0 is AttriDet's any-overlap rule
                 ) -> pd.DataFrame:        # One row per attribute and a `mean` row
     "Per attribute: each ground-truth cell read at the best-IoU detection of its image; accuracy, precision, recall, F1, coverage."
     yt,yp,cov = {a: [] for a in attrs},{a: [] for a in attrs},{a: [0, 0] for a in attrs}
@@ -457,7 +458,7 @@ class AttrAcc(Metric):
 def attridet_learner(dls,                      # From `det_dls`, targets with `attrs` when the model has an attribute head
                      model:AttriDet,
                      attr_weight:float=1.,     # λ of the attribute loss in the joint loss
-                     clip:float|None=10.,      # Gradient-norm clip (the seed's 10); None: none
+                     clip:float|None=10.,      # Gradient-norm clip (AttriDet: 10); None: none
                      bn_batches:int|None=20,   # Re-estimate BatchNorm statistics on this many training batches before each validation
                      cbs:list|None=None,       # More callbacks
                      **kwargs,                 # Passed to `hb_learner` (run_dir, params, mixed_precision, ...)

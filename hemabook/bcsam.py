@@ -49,7 +49,7 @@ class WarmupCosine(Callback):
     order = 60
     def __init__(self, warmup:int=10,          # Warm-up epochs (or iterations)
                  unit:str='epoch',             # 'epoch' (stage 1) or 'iter' (the autoencoder)
-                 span:float|None=None):        # Cosine span; None: ends just above 0 at the last step; the seed: the total
+                 span:float|None=None):        # Cosine span; None: just above 0 at the last step; BC-SAM: the total
         if unit not in ('epoch', 'iter'): raise ConfigError(f"unit={unit!r}: expected 'epoch' or 'iter'")
         self.warmup,self.unit,self.span = warmup,unit,span
     def before_fit(self): self.base = [h['lr'] for h in self.opt.hypers]
@@ -66,8 +66,8 @@ BCSAM_NORM = ((215.0322, 187.7592, 200.4668), (41.3047, 56.9191, 21.9522))
 def bcsam_seg_model(arch:str|dict='vit_b',     # SAM architecture (`SAM_ARCHS`)
                     img_size:int=224,          # Input side (BC-SAM: 224, a 14×14 token grid)
                     checkpoint=None,           # Official SAM checkpoint; None: random initialisation (the encoder then trains fully)
-                    rank:int=4,                # LoRA rank (BC-SAM: 4, hard-coded in the seed)
-                    norm=BCSAM_NORM,           # (mean, std) on the 0–255 scale: your training set's `norm_stats`, or the seed's
+                    rank:int=4,                # LoRA rank (BC-SAM: 4, hard-coded in its code)
+                    norm=BCSAM_NORM,           # (mean, std) on the 0–255 scale: your training set's `norm_stats`, or BC-SAM's
                     encoder:str='auto',        # 'lora' (the paper), 'full', or 'auto': lora iff a checkpoint is given
                    ) -> SemanticSam:
     "BC-SAM stage 1: a one-class (cell) prompt-free SAM with LoRA, normalised with data-set statistics."
@@ -229,7 +229,7 @@ def _blur_matrix(n, win, sigma, dev, dtype):
     return g/torch.exp(-(torch.arange(win, device=dev, dtype=dtype) - win//2)**2/(2*sigma**2)).sum()
 
 def ssim(a:torch.Tensor, b:torch.Tensor, win:int=11, sigma:float=1.5, C1:float=0.01**2, C2:float=0.03**2) -> torch.Tensor:
-    "Mean SSIM of two B×C×H×W batches in [0, 1]: Gaussian window per channel, zero padding `win//2` (pytorch-ssim's, as the seed)."
+    "Mean SSIM of two B×C×H×W batches in [0, 1]: Gaussian window per channel, zero padding `win//2` (pytorch-ssim's, as BC-SAM)."
     c,(h,w) = a.shape[1],a.shape[-2:]
     gh,gw = _blur_matrix(h, win, sigma, a.device, a.dtype),_blur_matrix(w, win, sigma, a.device, a.dtype)
     x = torch.cat([a, b, a*a, b*b, a*b], 1)            # the window is separable: blur = Gh·X·Gwᵀ, as matrix products
@@ -238,7 +238,7 @@ def ssim(a:torch.Tensor, b:torch.Tensor, win:int=11, sigma:float=1.5, C1:float=0
     return (((2*ma*mb + C1)*(2*cov + C2))/((ma**2 + mb**2 + C1)*(va + vb + C2))).mean()
 
 def mean_mmd(x:torch.Tensor, y:torch.Tensor) -> torch.Tensor:
-    "The seed's \"MMD\": mean squared difference of the two batches' mean latents (first moments only)."
+    "BC-SAM's \"MMD\": mean squared difference of the two batches' mean latents (first moments only)."
     return F.mse_loss(x.mean(0), y.mean(0))
 
 def kernel_mmd(x:torch.Tensor, y:torch.Tensor, scales=(0.25, 0.5, 1., 2., 4.)) -> torch.Tensor:
@@ -313,7 +313,7 @@ _ssim_metric.__name__,_mmd_metric.__name__ = 'ssim','kernel_mmd'
 def ae_learner(dls,                 # From `ae_dls`
                model:CellAE,        # The autoencoder
                lam:float=5.,        # λ, the weight of the MMD term (BC-SAM: 5)
-               mmd:str='kernel',    # 'kernel' (multi-bandwidth Gaussian MMD) or 'mean' (the seed's mean matching)
+               mmd:str='kernel',    # 'kernel' (multi-bandwidth Gaussian MMD) or 'mean' (BC-SAM's mean matching)
                wd:float=0.05,       # AdamW weight decay (BC-SAM: 0.05)
                **kwargs,            # Passed to `hb_learner` (run_dir, params, cbs, ...)
               ):

@@ -14,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 # %% auto #0
 __all__ = ['logger', 'IMAGE_EXTS', 'HemabookError', 'DataError', 'CheckpointError', 'ConfigError', 'get_device', 'set_seed',
            'repo_root', 'data_path', 'shared_data_path', 'samples_path', 'load_image', 'show_image', 'show_images',
-           'jsonable', 'save_json', 'load_json']
+           'jsonable', 'save_json', 'load_json', 'rel_paths']
 
 # %% ../nbs/00_core.ipynb #8c985791
 class HemabookError(Exception):
@@ -219,14 +219,20 @@ def jsonable(o):
     if isinstance(o, Path): return str(o)
     return o
 
+def _tmp_beside(path:Path) -> str:
+    "A new temporary file beside `path`, for an atomic write, with the permissions `open` would give (mkstemp gives 0600)."
+    fd,tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp'); os.close(fd)
+    mask = os.umask(0); os.umask(mask); os.chmod(tmp, 0o666 & ~mask)
+    return tmp
+
 def save_json(obj,                # Dicts, lists, numbers, strings; NumPy/torch values and paths are converted
               path:str|Path,      # File to write; its folder is created
              ) -> Path:
     "Write `obj` as indented JSON to `path` atomically; returns the path."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd,tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    tmp = _tmp_beside(path)
     try:
-        with os.fdopen(fd, 'w') as f: json.dump(jsonable(obj), f, indent=2, allow_nan=False); f.write('\n')
+        with open(tmp, 'w') as f: json.dump(jsonable(obj), f, indent=2, allow_nan=False); f.write('\n')
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True); raise
@@ -238,3 +244,18 @@ def load_json(path:str|Path):
     if not path.exists(): raise DataError(f"{path}: no such file")
     try: return json.loads(path.read_text())
     except json.JSONDecodeError as e: raise DataError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from e
+
+# %% ../nbs/00_core.ipynb #0735664b
+def rel_paths(o,                # A path, a string, or a dict/list/tuple holding them
+              start:str|Path|None=None, # Folder to write them from; the current one when None
+             ):
+    "`o` with each absolute path written relative to `start` where the two share more than the root (for printing)."
+    if isinstance(o, dict): return {k: rel_paths(v, start) for k,v in o.items()}
+    if isinstance(o, (list, tuple)): return type(o)(rel_paths(v, start) for v in o)
+    if not isinstance(o, (str, Path)) or not os.path.isabs(o): return o
+    start = os.path.abspath(start or os.getcwd())
+    try: shared = os.path.commonpath([os.path.abspath(o), start])
+    except ValueError: return o                          # another drive (Windows)
+    if shared == os.path.dirname(shared): return o       # only the root in common: keep it absolute
+    r = os.path.relpath(o, start)
+    return Path(r) if isinstance(o, Path) else r

@@ -27,7 +27,7 @@ class _Encoded:
     def predict(self, X): return self.classes_[np.asarray(self.clf.predict(X)).astype(int).ravel()]
 
 def make_classifier(name:str, seed:int=1234, n_train:int|None=None, n_classes:int|None=None):
-    "One of BC-SAM's classifiers on the latent, with the seed's settings (see the table above)."
+    "One of BC-SAM's classifiers on the latent, with the settings of BC-SAM's code (see above)."
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.neural_network import MLPClassifier

@@ -84,7 +84,7 @@ def projection_loss(prob:torch.Tensor,   # n×1×H×W mask probabilities
 
 # %% ../nbs/60_dessam.ipynb #18a7035a
 def levelset_loss(prob:torch.Tensor,   # n×1×H×W mask probabilities
-                  img:torch.Tensor,    # n×C×H×W image crops (the seed: RGB on the 0–255 scale)
+                  img:torch.Tensor,    # n×C×H×W image crops (DES-SAM: RGB on the 0–255 scale)
                   inside:torch.Tensor|None=None, # n×H×W bool box masks: pixels outside count as background; None: the plain energy
                  ) -> torch.Tensor:
     "Chan–Vese energy of the soft masks on their crops, per pixel and channel, mean over masks."
@@ -97,7 +97,7 @@ def levelset_loss(prob:torch.Tensor,   # n×1×H×W mask probabilities
 # %% ../nbs/60_dessam.ipynb #8ea314d2
 def distill_loss(student:torch.Tensor,  # n×1×h×w student mask logits
                  teacher:torch.Tensor,  # n×1×h×w teacher mask logits
-                 soft:bool=True,        # Target σ(teacher) (the paper); False: teacher > 0 (the seed's code)
+                 soft:bool=True,        # Target σ(teacher) (the paper); False: teacher > 0 (DES-SAM's code)
                 ) -> tuple:             # (bce, dice), each a mean over masks
     "Distillation of the teacher's mask into the student: binary cross-entropy and soft Dice."
     t = torch.sigmoid(teacher) if soft else (teacher > 0).float()
@@ -136,11 +136,11 @@ class DesSAM(nn.Module):
     def __init__(self, sam:nn.Module,            # A `segment_anything` `Sam` (e.g. `build_sam`), square input
                  fpn_channels:int=256,           # Channels of the feature pyramid
                  frozen:bool=True,               # Freeze SAM (encoder, prompt encoder, decoder): the paper's recipe
-                 anchor:float|None=None,         # Smallest anchor side in pixels; None: input side / 32 (32 px at 1024, as the seed)
+                 anchor:float|None=None,         # Smallest anchor side in pixels; None: input side / 32 (32 px at 1024, as DES-SAM)
                  score_thresh:float=.05,         # Detections kept above this score (low, so AP sees the ranking; `predict_instances` thresholds again)
                  detections_per_img:int=300,     # Detections kept per image (nuclei are many)
                  weights:dict|None=None,         # Loss weights, updating `DESSAM_WEIGHTS`
-                 roi:int=32,                     # Side of the RoI crops the mask losses read (the seed: 72 at 1024 px)
+                 roi:int=32,                     # Side of the RoI crops the mask losses read (DES-SAM: 72 at 1024 px)
                  margin:float=.25,               # Crop window: the ground-truth box grown by this fraction of its size on each side
                  max_rois:int=16,                # Positive RoIs per image that the mask losses read
                  dilation:int=2,                 # Neighbour distance of the pairwise term
@@ -234,7 +234,7 @@ def mask_losses(self:DesSAM, images:torch.Tensor,  # B×3×sz×sz in [0, 1]
 
 # %% ../nbs/60_dessam.ipynb #b5f54ee8
 @patch
-def losses(self:DesSAM, images:torch.Tensor, targets:list) -> dict:
+def loss_terms(self:DesSAM, images:torch.Tensor, targets:list) -> dict:
     "The detector's losses (RPN and RoI head) and the mask terms, for images in [0, 1] and targets with `boxes` (input pixels)."
     tg = [dict(boxes=t['boxes'].float(), labels=t['labels'].long() + 1) for t in targets]
     il,tg = self.det.transform(list(images), tg)
@@ -268,14 +268,14 @@ def detect(self:DesSAM, images:torch.Tensor,  # B×3×sz×sz in [0, 1]
 @patch
 def forward(self:DesSAM, images:torch.Tensor, targets:list|None=None):
     "Training: the loss dict. Eval with targets: the loss dict (eval-mode layers) and the detections (boxes only). Eval alone: detections with masks."
-    if self.training: return dict(losses=self.losses(images, targets))
+    if self.training: return dict(losses=self.loss_terms(images, targets))
     if targets is None: return self.detect(images)
-    with _loss_mode(self), torch.no_grad(): losses = self.losses(images, targets)
+    with _loss_mode(self), torch.no_grad(): losses = self.loss_terms(images, targets)
     return dict(losses=losses, dets=self.detect(images, masks=()))
 
 # %% ../nbs/60_dessam.ipynb #6c8560d2
 def dessam_model(arch:str|dict='vit_b',      # SAM architecture (`SAM_ARCHS`), 'tiny' for tests
-                 sz:int=1024,                # Square input side (the seed: 1024)
+                 sz:int=1024,                # Square input side (DES-SAM: 1024)
                  checkpoint=None,            # Official SAM checkpoint; None: random SAM, trained whole, no distillation
                  fpn_channels:int=256,       # Feature-pyramid width
                  frozen:str|bool='auto',     # Freeze SAM; 'auto': iff a checkpoint is given
@@ -295,7 +295,7 @@ def dessam_model(arch:str|dict='vit_b',      # SAM architecture (`SAM_ARCHS`), '
             "SAM checkpoint given but not frozen: SAM trains with the detector, by request" if checkpoint is not None else
             "no SAM checkpoint: the randomly initialised SAM trains whole from the box losses (pairwise, level set, "
             "projection) and the detector's; distillation is off (weight 0) because a random teacher knows nothing; not the paper's recipe")
-    if checkpoint is None and 'levelset' not in (weights or {}): note += "; level-set weight 0.03 (the seed's 0.001 left the masks filling their boxes)"
+    if checkpoint is None and 'levelset' not in (weights or {}): note += "; level-set weight 0.03 (DES-SAM's 0.001 left the masks filling their boxes)"
     m.recipe = dict(arch=arch if isinstance(arch, str) else 'custom', sz=sz, checkpoint=None if checkpoint is None else str(checkpoint),
                     frozen=bool(frozen), weights=dict(m.weights), note=note)
     if checkpoint is None: logger.warning("dessam_model: %s", note)
@@ -374,7 +374,7 @@ def predict_instances(model:DesSAM|None,  # A trained model; None when only ('gt
                       df:pd.DataFrame,    # Instance table of the images (rows without a label: images without nuclei)
                       kinds:tuple=KINDS,  # (boxes, masks) pairs: boxes 'detect'|'gt', masks 'student'|'teacher'|'box'
                       bs:int=4,           # Images per batch
-                      score_thr:float=.5, # Detections below this score are dropped (the seed: 0.55)
+                      score_thr:float=.5, # Detections below this score are dropped (DES-SAM's code: 0.55)
                       min_area:int=0,     # `clean_mask`'s area, in original pixels
                       pad:float=0.,       # Masks are cut to their box grown by this fraction
                      ) -> dict:           # {path: {kind name: label image, 'dets': (boxes n×4, scores n) in original pixels}}
@@ -425,7 +425,7 @@ def gt_labels(df:pd.DataFrame) -> dict:
 def evaluate(model:DesSAM|None,      # A trained model (None: only the ground-truth filled-box baseline)
              df:pd.DataFrame,        # Instance table with masks: the test images
              kinds:tuple=KINDS,      # As for `predict_instances`
-             min_area:int=0,         # Predicted instances under this area are removed before scoring (the seed: 70 at 1024 px)
+             min_area:int=0,         # Predicted instances under this area are removed before scoring (DES-SAM: 70 at 1024 px)
              **kwargs,               # Passed to `predict_instances` (bs, score_thr, pad)
             ) -> dict:               # summary (kinds × mean metrics), tables {kind: `inst_table`}, box_ap50, preds
     "Nucleus instance metrics (AJI, DQ/SQ/PQ, pixel F1, object Dice) of every kind on the images of `df`, and box AP@0.5."

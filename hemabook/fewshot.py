@@ -48,7 +48,7 @@ def split_table(df:pd.DataFrame,          # A classification tidy table
                 fracs:tuple=(0.7, 0.1, 0.2), # Shares of 'train', 'valid', 'test'
                 seed:int=42,              # Seed of the draw (BloodShot: 42)
                 label_col:str='label',    # Classes to stratify by
-                stratify:bool=True,       # Split every class in `fracs`; False: one draw over all images, as the seed
+                stratify:bool=True,       # Split every class in `fracs`; False: one draw over all images, as BloodShot
                ) -> pd.DataFrame:         # A copy of `df` whose `split` column is replaced
     "`df` with a fresh train/valid/test `split`, class by class so that rare types reach every part."
     if len(fracs)!=3 or abs(sum(fracs)-1) > 1e-6 or min(fracs) < 0:
@@ -121,11 +121,11 @@ class CellImages(Dataset):
 
 # %% ../nbs/40_fewshot.ipynb #7c8ccaa7
 def fewshot_dls(df:pd.DataFrame,        # Table with `path`, `label_col` and a `split` holding 'train' and 'valid' rows
-                vocab:list|None=None,   # Class order; the sorted labels of the train rows when None (as the seed)
+                vocab:list|None=None,   # Class order; the sorted labels of the train rows when None (as BloodShot)
                 label_col:str='label',  # Column holding the classes
                 sz:int=224,             # Input side
                 bs:int=32,              # Batch size (BloodShot: 32)
-                shuffle:bool=True,      # Shuffle the training set every epoch (the seed does not)
+                shuffle:bool=True,      # Shuffle the training set every epoch (BloodShot does not)
                 num_workers:int=0,      # DataLoader workers
                 preload:bool|str='auto', # See `CellImages`
                 device=None,            # Device of the batches; None: fastai's default
@@ -220,7 +220,7 @@ class RotationConsistency(Callback):
         self.weight,self.kind,self.values = weight,kind,[]
     def before_epoch(self): self.values = []
     def after_loss(self):
-        if not self.training: return     # the seed adds it to the validation loss too, with random angles: noisy
+        if not self.training: return     # BloodShot adds it to the validation loss too, with random angles: noisy
         net = get_model(self.learn.model)
         x = self.xb[0]
         e, e_rot = net.last_emb, net.embed(rotate_batch(x, torch.rand(len(x), device=x.device)*360))
@@ -249,7 +249,7 @@ def fewshot_learner(dls,                         # From `fewshot_dls`
                     scale:float=64.,             # ArcFace scale s
                     cons_weight:float=1.,        # λ of the rotation-consistency term
                     cons_kind:str='mse',         # 'mse' (BloodShot) or 'cosine'
-                    bn_batches:int|None=50,      # `PreciseBN` over this many training batches before each validation; None: off (the seed)
+                    bn_batches:int|None=50,      # `PreciseBN` over this many training batches before each validation; None: off (BloodShot)
                     **kwargs,                    # Passed to `hb_learner` (run_dir, params, cbs, ...)
                    ):
     "A learner for one of BloodShot's three variants: the loss and the callback are the switch, Adam as torch's defaults."
@@ -260,7 +260,7 @@ def fewshot_learner(dls,                         # From `fewshot_dls`
     cbs = list(kwargs.pop('cbs', None) or [])
     if variant=='aam_consistency': cbs.append(RotationConsistency(cons_weight, cons_kind))
     if bn_batches: cbs.append(PreciseBN(bn_batches))
-    opt = partial(Adam, mom=0.9, sqr_mom=0.999, eps=1e-8)    # torch.optim.Adam's defaults, as the seed
+    opt = partial(Adam, mom=0.9, sqr_mom=0.999, eps=1e-8)    # torch.optim.Adam's defaults, as BloodShot
     return hb_learner(dls, model, loss_func=loss, metrics=accuracy, opt_func=opt, wd=0., cbs=cbs, **kwargs)
 
 # %% ../nbs/40_fewshot.ipynb #813d1a42
@@ -327,7 +327,7 @@ def cls_metrics(y_true,             # True class indices
 # %% ../nbs/40_fewshot.ipynb #50d38236
 def draw_support(y:np.ndarray,              # Class index of each image of the support pool
                  k:int,                     # Supports per class
-                 rng:np.random.Generator,   # The run's generator (shared by all episodes, as the seed)
+                 rng:np.random.Generator,   # The run's generator (shared by all episodes, as BloodShot)
                  n_classes:int,             # Classes to draw, 0..n_classes-1 in order
                  replace:bool=True,         # With replacement (BloodShot: numpy's default) or without
                 ) -> np.ndarray:            # n_classes×k pool indices
@@ -343,7 +343,7 @@ def draw_support(y:np.ndarray,              # Class index of each image of the s
 # %% ../nbs/40_fewshot.ipynb #b9b9d7b8
 @dataclass
 class FewShotResult:
-    "Per-episode metrics of a few-shot evaluation; `summary` gives mean ± population std (ddof 0) over episodes, as the seed."
+    "Per-episode metrics of a few-shot evaluation; `summary` gives mean ± population std (ddof 0) over episodes, as BloodShot."
     k:int
     classes:list
     episodes:pd.DataFrame

@@ -153,6 +153,17 @@ def _kernel(kernel):
     logger.warning("Jupyter kernel 'hemabook' is not registered (run `make install`); using the notebook's own kernel")
     return None
 
+def _ipc_kernels():
+    "A kernel manager class for kernels on Unix sockets (IPC transport) instead of TCP ports: nothing else on the machine can connect, and ipykernel has no reason to warn of an unencrypted TCP kernel. Windows has no IPC transport: TCP there."
+    from jupyter_client import AsyncKernelManager
+    from jupyter_core.paths import jupyter_runtime_dir
+    if sys.platform == "win32": return AsyncKernelManager
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kw):   # the sockets live beside the connection files, not in the run folder (the cwd)
+            d = Path(jupyter_runtime_dir()); d.mkdir(parents=True, exist_ok=True)
+            super().__init__(**{"transport": "ipc", "ip": str(d/f"hemabook-{secrets.token_hex(4)}-ipc"), **kw})
+    return IPCKernelManager
+
 @contextmanager
 def _stop_on_signals(grace:int=30):
     "Within the block Ctrl-C or SIGTERM interrupts the kernel's running cell, so the run stops where it is and says so."
@@ -223,7 +234,7 @@ def run_experiment(name:str,                  # Experiment name (notebook stem)
     try:
         with modified_env(HEMABOOK_ATTEMPT=token), _stop_on_signals():
             pm.execute_notebook(str(nb), str(tmp), parameters=params, kernel_name=kernel, progress_bar=progress,
-                                cwd=str(out))
+                                cwd=str(out), kernel_manager_class=_ipc_kernels())
     except PapermillExecutionError as e: err,status = e,('interrupted' if e.ename=='KeyboardInterrupt' else 'failed')
     except KeyboardInterrupt: status = 'interrupted'
     rec = _opened(out, token)

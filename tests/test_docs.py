@@ -66,8 +66,8 @@ def _api_pages() -> dict[str, str]:
 
 
 def _text(s: str) -> str:
-    "Text of an HTML fragment: tags dropped, entities decoded."
-    return html.unescape(re.sub(r'<[^>]+>', '', s))
+    "Text of an HTML fragment: tags dropped, entities decoded, typographic quotes made plain (the renderer curls them)."
+    return html.unescape(re.sub(r'<[^>]+>', '', s)).translate(str.maketrans("‘’“”", "''\"\""))
 
 
 def _showdoc(page: str, name: str) -> str:
@@ -229,3 +229,113 @@ def test_core_screenshot(built):
     im = _not_blank(shot.read_bytes(), 'the screenshot')
     assert im.size == (1280, 2000), im.size
     print(f"screenshot: {shot}")
+
+
+# ---------------------------------------------------------------- first contact: what every reader sees
+
+def _pages(site: Path) -> list[Path]: return sorted(p for p in site.rglob('*.html') if 'site_libs' not in p.parts)
+
+
+def _outputs(page: str) -> str:
+    "The text of a page's stored cell outputs (stdout, stderr, results, displays)."
+    return '\n'.join(_text(m) for m in re.findall(r'<div[^>]*class="cell-output[^"]*"[^>]*>(.*?)</div>', page, re.S))
+
+
+def test_experiment_pages_show_a_run(built):
+    "Every experiment page shows a stored run: a figure that is not blank, and the run's headline result against its reference."
+    site = _site(built)
+    names = sorted(p.stem for p in (NBS/'experiments').glob('*.ipynb'))
+    assert len(names) >= 6, names
+    for name in names:
+        page = site/'experiments'/f'{name}.html'
+        assert page.is_file(), f"no page for nbs/experiments/{name}.ipynb"
+        src = page.read_text(encoding='utf-8')
+        imgs = [s for s in re.findall(r'<img[^>]+src="([^"]+)"', src) if s.startswith('data:image/png') or s.endswith('.png')]
+        assert imgs, f"{name}: no figure; store a run with `make outputs NBS=nbs/experiments/{name}.ipynb`"
+        _not_blank(_png_bytes(html.unescape(imgs[0]), page), f"{name}'s first figure")
+        assert re.search(r' vs .+: (beats it|does NOT beat it)', _outputs(src)), \
+            f"{name}: the stored run does not print its headline result beside its reference"
+
+
+# Absolute paths into a checkout (…/data_samples/…, …/nbs/…, …/.venv/…), wherever that checkout was: a stored output
+# that shows one tells the reader about the machine that ran it. URLs do not match (':' or '/' or a letter before).
+CHECKOUT_PATH = re.compile(r'(?<![\w.:/~-])/(?:[\w.-]+/)+?(?:data_samples|nbs|hemabook|\.venv|site-packages)/')
+
+
+def test_pages_stand_alone(built):
+    "No page shows an absolute path of the machine that built it, a Python warning, or a file outside the repository."
+    site = _site(built)
+    roots = {str(REPO): 'the checkout', str(built['root']): 'the build folder', str(REPO.parent/'shared'): 'the shared data'}
+    for page in _pages(site):
+        src, rel = page.read_text(encoding='utf-8'), page.relative_to(site)
+        text = _text(src)
+        for s,what in roots.items(): assert s not in src, f"{rel}: shows {what}'s absolute path {s}"
+        assert not (m := CHECKOUT_PATH.search(text)), f"{rel}: an absolute path into a checkout: {text[m.start()-60:m.end()+60]!r}"
+        assert 'shared/reference' not in src, f"{rel}: cites files outside the repository"
+        assert not (m := re.search(r'\b\w*Warning\b', _outputs(src))), \
+            f"{rel}: a stored output holds a Python warning (library noise): {_outputs(src)[max(0, m.start()-100):m.end()+100]!r}"
+        assert 'TCP without encryption' not in text and 'IProgress not found' not in text, f"{rel}: kernel or tqdm noise"
+
+
+def test_no_remote_resources(built):
+    "No page loads a script, stylesheet, font or picture from the network (maths included): the site works offline."
+    site = _site(built)
+    for page in _pages(site):
+        src = page.read_text(encoding='utf-8')
+        remote = re.findall(r'<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)="((?:https?:)?//[^"]+)"', src)
+        remote = [u for u in remote if not re.search(r'<link[^>]+rel="(?:canonical|alternate)"[^>]+' + re.escape(u), src)]
+        assert not remote, f"{page.relative_to(site)} loads {remote[:3]} from the network"
+        assert 'katex' not in src.lower() and 'mathjax' not in src.lower(), f"{page.relative_to(site)} asks for a maths script"
+
+
+def test_math_is_mathml(built):
+    "Maths (BloodShot's ArcFace loss, the explanation pages) is MathML in the page, with no TeX left to typeset."
+    site = _site(built)
+    page = (site/'fewshot.html').read_text(encoding='utf-8')
+    spans = re.findall(r'<span class="math (?:inline|display)">(.*?)</span>', page, re.S)
+    assert spans and all(s.lstrip().startswith('<math') for s in spans), spans[:2]
+    assert '<mfrac>' in page and r'\frac' not in page and r'\cos' not in page
+    for p in _pages(site):
+        src = p.read_text(encoding='utf-8')
+        assert 'class="math-tex"' not in src, f"{p.relative_to(site)}: maths that could not be converted (see the build log)"
+
+
+def test_signatures_render(built):
+    "show_doc: signatures are plain code that wraps (no Markdown, no line over 100 characters); the parameters' details render."
+    site = _site(built)
+    n = 0
+    for page in _pages(site):
+        src = page.read_text(encoding='utf-8')
+        for m in re.finditer(r'<h3[^>]*id="([^"]+)"[^>]*>.*?</h3>\s*<div class="code-copy-outer-scaffold">.*?<code[^>]*>(.*?)</code>', src, re.S):
+            sig = _text(m.group(2))
+            if not re.match(r'(async def|def|class) ', sig): continue
+            n += 1
+            assert '](' not in sig and ' # ' not in sig, f"{page.name} {m.group(1)}: Markdown or comments in the signature:\n{sig}"
+            assert max(map(len, sig.splitlines())) <= 100, f"{page.name} {m.group(1)}: a signature line is too long:\n{sig}"
+    assert n > 100, f"only {n} show_doc signatures found"
+    runs = _text(_showdoc((site/'runs.html').read_text(encoding='utf-8'), 'history_checks'))
+    assert 'Warnings, as for check' in runs, runs[:600]
+
+
+@needs_chromium
+def test_math_offline_in_browser(built):
+    "With every network request refused, Chromium lays out the ArcFace formula as maths: a MathML box of real size."
+    page = _site(built)/'fewshot.html'
+    p = _chromium('--host-resolver-rules=MAP * ~NOTFOUND', '--virtual-time-budget=3000', '--run-all-compositor-stages-before-draw',
+                  '--dump-dom', page.as_uri())
+    assert p.returncode == 0 and '<math' in p.stdout, p.stderr[-1000:]
+    shot = built['shots']/'fewshot-math.png'
+    _chromium('--host-resolver-rules=MAP * ~NOTFOUND', '--window-size=1280,4000', f'--screenshot={shot}', page.as_uri())
+    assert shot.is_file()
+
+
+def test_explanation_pages(built):
+    "Each method has an explanation page, linked from the sidebar: the paper's method, its public code, where hemabook departs."
+    site = _site(built)
+    index = (site/'index.html').read_text(encoding='utf-8')
+    for m in ('samed', 'bcsam', 'dessam', 'attridet', 'bloodshot'):
+        page = site/'explanations'/f'{m}.html'
+        assert page.is_file(), f"no explanation page for {m}"
+        text = _text(page.read_text(encoding='utf-8'))
+        for part in ('The method', 'public code', 'departs'): assert part in text, f"explanations/{m}: no section on {part!r}"
+        assert f'explanations/{m}.html' in index, f"the sidebar does not link explanations/{m}.html"

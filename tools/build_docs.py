@@ -114,11 +114,42 @@ def nbdev_site(cache: Path, quiet: bool = True):
     return NbdevSite(load(cache), quiet=quiet)
 
 
+def mathml(tex: str, display: bool) -> str:
+    "TeX maths as MathML, which browsers draw with no script and no network; the TeX itself, escaped, if it cannot be converted."
+    import html
+    from latex2mathml.converter import convert
+    try: return convert(tex, display="block" if display else "inline")
+    except Exception as e:
+        MATH_ERRORS.append(f"maths not converted to MathML ({type(e).__name__}: {e}): {tex[:80]}")
+        return f'<code class="math-tex">{html.escape(tex)}</code>'
+
+MATH_ERRORS: list[str] = []
+
+
+def use_mathml():
+    """Make smalldocs write maths as MathML at build time (Quarto's `html-math-method: mathml`, set in _quarto.yml).
+
+    smalldocs 0.5.4 writes `\\(...\\)` and loads KaTeX from a CDN, so without network a reader sees raw TeX. Its
+    parser (made per page) looks its maths rules up in `smalldocs.markdown`; these replacements never set
+    `env["math"]`, so no page asks for KaTeX."""
+    import smalldocs.markdown as sm
+    def inline(self, tokens, idx, options, env):
+        return f'<span class="math inline">{mathml(tokens[idx].content.strip(), False)}</span>'
+    def display(self, tokens, idx, options, env):
+        return f'<span class="math display">{mathml(tokens[idx].content.strip(), True)}</span>'
+    def block(self, tokens, idx, options, env):
+        return f'<p><span class="math display">{mathml(tokens[idx].content.strip(), True)}</span></p>\n'
+    sm.math_inline, sm.math_display, sm.math_block = inline, display, block
+
+
 def render_smalldocs(cache: Path, dest: Path, quiet: bool = True) -> tuple[int, list[str]]:
     "`smalldocs render` of `cache` (its `_quarto.yml`, output-dir `_docs`), then move the site to `dest` as nbdev_docs does."
+    use_mathml()
     site = nbdev_site(cache, quiet)
     n = site.build()
-    site.warnings = [w for w in site.warnings if "output-file is not read" not in w]  # NbdevSite reads it
+    site.warnings += MATH_ERRORS
+    site.warnings = [w for w in site.warnings if "output-file is not read" not in w   # NbdevSite reads it
+                     and "html-math-method" not in w]                             # use_mathml does it
     if site.out.resolve() != dest.resolve():
         shutil.rmtree(dest, ignore_errors=True)
         shutil.move(str(site.out), str(dest))

@@ -17,6 +17,7 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from nbdev.config import get_config
+from hemabook.runner import _ipc_kernels
 
 def _directives(src):
     "The `#| key value` lines at the top of a cell, as {key: value}."
@@ -41,7 +42,8 @@ def execute(fn, flags, kernel='hemabook', timeout=900):
     run = nbformat.reads(nbformat.writes(nb), as_version=4)         # a copy whose skipped cells are emptied
     for c in run.cells:
         if c.cell_type == 'code' and skip_cell(c, flags): c.source = ''
-    try: NotebookClient(run, kernel_name=kernel, timeout=timeout, resources={'metadata': {'path': str(fn.parent)}}).execute()
+    try: NotebookClient(run, kernel_name=kernel, timeout=timeout, resources={'metadata': {'path': str(fn.parent)}},
+                        kernel_manager_class=_ipc_kernels()).execute()   # as `hemabook run` does: no TCP ports
     except CellExecutionError as e:
         sys.stderr.write(f"{fn}: {e}\n"); return False
     for c,r in zip(nb.cells, run.cells):
