@@ -23,7 +23,7 @@ import fastai.distributed as fdist
 
 from . import __version__
 from .core import CheckpointError, ConfigError, logger, get_device, save_json, load_json, _tmp_beside
-from .runs import RunConflict, current_run, settings_diff
+from .runs import RunConflict, _fmt_diff, current_run, settings_diff
 
 # %% auto #0
 __all__ = ['hb_learner', 'save_checkpoint', 'load_checkpoint', 'load_weights', 'RunLogger', 'EpochCheckpoint', 'fit',
@@ -56,8 +56,7 @@ def _save_params(run_dir, params):
     if f.exists():
         old = {k:v for k,v in load_json(f).items() if k!='run_id'}
         if d := settings_diff(old, params):
-            what = '; '.join(f'{k}: {a!r} there, {b!r} now' for k,(a,b) in list(d.items())[:8])
-            raise RunConflict(f"{run_dir} was trained with other parameters ({what}); resuming its checkpoint would "
+            raise RunConflict(f"{run_dir} was trained with other parameters ({_fmt_diff(d)}); resuming its checkpoint would "
                               "mix two runs: use another run_dir, or delete this one")
     save_json({**({'run_id': run.id} if run else {}), **params}, f)
 

@@ -208,3 +208,16 @@ def test_det_dls_damaged_image(tmp_path, num_workers, damage):
         for dl in (dls.train, dls.valid):
             for _ in dl: pass
     del dls, dl; gc.collect()     # shut a worker down here, not at exit
+
+
+@pytest.mark.parametrize('damage', ['empty', 'truncated'])
+def test_dsb2018_damaged_image(tmp_path, damage):
+    "read_dsb2018 reads each image's size: an empty or truncated image is a DataError naming it, not a raw PIL error."
+    from hemabook.data.seg import read_dsb2018
+    d = tmp_path/'stage1_train'/'n1'; (d/'images').mkdir(parents=True); (d/'masks').mkdir()
+    m = np.zeros((16, 16), np.uint8); m[4:9, 4:9] = 255; Image.fromarray(m).save(d/'masks'/'0.png')
+    f = d/'images'/'n1.png'
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(f)
+    test = read_dsb2018(tmp_path); assert len(test) == 1 and test['x1'].iloc[0] == 9.
+    f.write_bytes(b'' if damage == 'empty' else f.read_bytes()[:20])
+    with pytest.raises(DataError, match=re.escape(str(f))): read_dsb2018(tmp_path)

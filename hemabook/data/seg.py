@@ -14,6 +14,7 @@ from PIL import Image
 
 from ..core import DataError, ConfigError, logger, load_image, load_json, save_json
 from .core import note_dropped, valid_mask
+from .det import _img_size
 
 # %% auto #0
 __all__ = ['INST_COLS', 'SEM_COLS', 'SYNAPSE_COLS', 'BCCD_WBC_CLASSES', 'MASK_DECODERS', 'SYNAPSE_CLASSES', 'mask_to_rle',
@@ -211,7 +212,7 @@ def read_dsb2018(root:str|Path,               # Data set root holding `stage`, o
     for i in ids:
         ip = base/i/'images'/f'{i}.png'
         if not ip.exists(): raise DataError(f"{base/i}: no image file images/{i}.png")
-        with Image.open(ip) as im: w,h = im.size
+        w,h = _img_size(ip)   # a DataError naming the file when the image is empty or unreadable
         mps = sorted((base/i/'masks').glob('*.png')) if (base/i/'masks').is_dir() else []
         n0 = len(rows)
         for mp in mps:
