@@ -31,13 +31,14 @@ test: install browser sync-check
 
 # After editing notebooks: export the library, clean the notebooks, and give them the kernel metadata JupyterLab
 # writes (tools/nb_kernel.py: nbdev_clean renames the kernel's display name, and JupyterLab would mark them changed).
+CLEAN_NBS = PATH=$(BIN):$$PATH nbdev_export && PATH=$(BIN):$$PATH nbdev_clean && $(BIN)/python tools/nb_kernel.py
 clean-nbs: install
-	PATH=$(BIN):$$PATH nbdev_export && PATH=$(BIN):$$PATH nbdev_clean && $(BIN)/python tools/nb_kernel.py
+	$(CLEAN_NBS)
 
 # Re-exporting and re-cleaning must change nothing: nbs/ is the source of hemabook/.
 sync-check: install
 	@tmp=$$(mktemp -d); cp -r hemabook nbs $$tmp/; \
-	PATH=$(BIN):$$PATH nbdev_export && PATH=$(BIN):$$PATH nbdev_clean && $(BIN)/python tools/nb_kernel.py; \
+	$(CLEAN_NBS); \
 	if ! diff -r -q -x __pycache__ -x .ipynb_checkpoints $$tmp/hemabook hemabook || \
 	   ! diff -r -q -x __pycache__ -x .ipynb_checkpoints -x nbdev.yml $$tmp/nbs nbs; then \
 	  echo "nbs/ and hemabook/ were out of sync (or notebooks not cleaned): run 'make clean-nbs', then commit."; \
@@ -50,7 +51,7 @@ test-nbs: install
 # Execute notebooks and store their outputs (figures, tables) for the docs: `make outputs NBS="nbs/10_synthetic.ipynb"`.
 NBS ?= $(shell find nbs -name '*.ipynb' -not -path '*/.*' -not -name '_*' | sort)
 outputs: install
-	$(BIN)/python tools/execute_nbs.py $(NBS) && rm -rf nbs/experiments/runs && $(BIN)/nbdev_clean && $(BIN)/python tools/nb_kernel.py
+	$(BIN)/python tools/execute_nbs.py $(NBS) && rm -rf nbs/experiments/runs && $(CLEAN_NBS)
 
 # The docs site in _docs/ and README.md, from nbs/: `nbdev_docs` where quarto is on PATH, else nbdev's
 # processing into _proc/ rendered by smalldocs (see tools/build_docs.py). `--readme` rebuilds only README.md.

@@ -5,6 +5,7 @@
 # %% ../nbs/00_core.ipynb #d381f187
 from __future__ import annotations
 import json, logging, math, os, random, sys, tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from PIL import Image, UnidentifiedImageError
 # %% auto #0
 __all__ = ['logger', 'IMAGE_EXTS', 'HemabookError', 'DataError', 'CheckpointError', 'ConfigError', 'get_device', 'set_seed',
            'repo_root', 'data_path', 'shared_data_path', 'samples_path', 'load_image', 'show_image', 'show_images',
-           'jsonable', 'save_json', 'load_json', 'rel_paths']
+           'jsonable', 'atomic_write', 'save_json', 'load_json', 'rel_paths']
 
 # %% ../nbs/00_core.ipynb #8c985791
 class HemabookError(Exception):
@@ -219,24 +220,23 @@ def jsonable(o):
     if isinstance(o, Path): return str(o)
     return o
 
-def _tmp_beside(path:Path) -> str:
-    "A new temporary file beside `path`, for an atomic write, with the permissions `open` would give (mkstemp gives 0600)."
+@contextmanager
+def atomic_write(path:str|Path): # File to write; its folder is created
+    "Yield a temporary file beside `path` to write; it replaces `path` in one step if the block succeeds, else it is deleted."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd,tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp'); os.close(fd)
-    mask = os.umask(0); os.umask(mask); os.chmod(tmp, 0o666 & ~mask)
-    return tmp
+    mask = os.umask(0); os.umask(mask); os.chmod(tmp, 0o666 & ~mask)   # what `open` would give: mkstemp gives 0600
+    try: yield Path(tmp); os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True); raise
 
 def save_json(obj,                # Dicts, lists, numbers, strings; NumPy/torch values and paths are converted
               path:str|Path,      # File to write; its folder is created
              ) -> Path:
     "Write `obj` as indented JSON to `path` atomically; returns the path."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_beside(path)
-    try:
-        with open(tmp, 'w') as f: json.dump(jsonable(obj), f, indent=2, allow_nan=False); f.write('\n')
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
-    return path
+    with atomic_write(path) as tmp, open(tmp, 'w') as f:
+        json.dump(jsonable(obj), f, indent=2, allow_nan=False); f.write('\n')
+    return Path(path)
 
 def load_json(path:str|Path):
     "Read the JSON file at `path`; `DataError` naming the file and line when it is missing or invalid."

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import inspect
 
-from fastcore.docments import ShowDocRenderer, docments
+from fastcore.docments import docments
 from nbdev.showdoc import BasicMarkdownRenderer
 
 # %% auto #0
@@ -60,8 +60,7 @@ def param_table(dm:dict) -> str:
     for k,v in rows:
         a,d = _anno(v.get('anno', inspect.Parameter.empty)),_default(v.get('default', inspect.Parameter.empty))
         out.append(f"| {_cell(k)} | {_cell(f'`{a}`') if a else ''} | {_cell(f'`{d}`') if d else ''} | {_cell(v.get('docment') or '')} |")
-    if ret.get('docment') or _anno(ret.get('anno', inspect.Parameter.empty)):
-        a = _anno(ret.get('anno', inspect.Parameter.empty))
+    if (a := _anno(ret.get('anno', inspect.Parameter.empty))) or ret.get('docment'):
         out.append(f"| **Returns** | {_cell(f'`{a}`') if a else ''} |  | {_cell(ret.get('docment') or '')} |")
     return '\n'.join(out)
 
@@ -73,8 +72,7 @@ class ShowDoc(BasicMarkdownRenderer):
         head = BasicMarkdownRenderer._repr_markdown_(self)          # '---', source link, heading, then nbdev's body
         head = head[:head.index('```python')] if '```python' in head else head
         sym = self.sym
-        try: dm = docments(sym, full=True)
-        except (TypeError, ValueError): dm = None
+        dm = self.dm.dm      # nbdev's renderer parsed the docments already (`DocmentText`, `self` left out)
         if not dm or not callable(sym): return head + f"```python\n{self.dm}\n```" + (f"\n\n*{self.docs}*" if self.docs else '')
         prefix = 'class' if inspect.isclass(sym) else 'async def' if inspect.iscoroutinefunction(sym) else 'def'
         name = getattr(sym, '__name__', self.nm)

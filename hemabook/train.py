@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_train.ipynb #5f8b0efa
 from __future__ import annotations
-import functools, importlib, os, re, socket, tempfile, time, warnings
+import functools, importlib, os, re, socket, time, warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
@@ -22,7 +22,7 @@ from fastai.torch_core import defaults, get_model, num_distrib, rank_distrib
 import fastai.distributed as fdist
 
 from . import __version__
-from .core import CheckpointError, ConfigError, logger, get_device, save_json, load_json, _tmp_beside
+from .core import CheckpointError, ConfigError, logger, get_device, save_json, load_json, atomic_write
 from .runs import RunConflict, _fmt_diff, current_run, settings_diff
 
 # %% auto #0
@@ -106,10 +106,7 @@ def save_checkpoint(learn:Learner,        # The learner whose model and optimize
     state = {'model': get_model(learn.model).state_dict(), 'opt': _plain(opt.state_dict()) if opt is not None else None,
              'epoch': int(epoch), 'n_epoch': int(n_epoch), 'torch_rng': torch.get_rng_state(),
              'hemabook_version': __version__, 'run_id': run.id if (run := current_run()) else None}
-    tmp = _tmp_beside(path)
-    try: torch.save(state, tmp); os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
+    with atomic_write(path) as tmp: torch.save(state, tmp)
     return path
 
 # %% ../nbs/01_train.ipynb #23953640
