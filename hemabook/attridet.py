@@ -4,8 +4,7 @@
 
 # %% ../nbs/50_attridet.ipynb #eef57605
 from __future__ import annotations
-import contextlib, io, math
-from collections import Counter, OrderedDict
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,58 +12,29 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import box_iou, roi_align
-from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool, LastLevelP6P7
+from torchvision.ops import box_iou
 from fastai.callback.core import Callback
 from fastai.callback.training import GradientClip
 from fastai.learner import Metric
-from fastai.torch_core import get_model, to_device
+from fastai.torch_core import get_model
 
-from .core import ConfigError, DataError, load_image
+from .core import ConfigError, DataError, eval_mode, load_image, model_device, set_seed
 from .data.taxonomy import canonical
-from .data.det import BOX, LA_ATTRS, LA_CLASSES, DetDataset, det_collate, read_leukemiaattri_coco, read_leukemiaattri_yolo, show_boxes
-from .train import _model_device, hb_learner, load_weights, PreciseBN
+from .data.det import BOX, LA_ATTRS, LA_CLASSES, DetDataset, det_collate, det_dls, show_boxes
+from .detection import (FPN_STRIDES, DetLoss, DetMAP, DetTargets, TimmFPN, coco_map, loss_mode,
+                                make_detector, roi_features)
+from .train import PreciseBN, fit, hb_learner
 
 # %% auto #0
-__all__ = ['LA_LABELS', 'HEADS', 'ATTR_TAGS', 'read_leukemiaattri', 'patient_split', 'TimmFPN', 'make_detector', 'roi_features',
-           'AttrHead', 'asl_loss', 'AttriDet', 'average_precision', 'coco_map', 'attr_metrics', 'DetLoss', 'DetTargets',
-           'DetMAP', 'AttrAcc', 'attridet_learner', 'grad_reverse', 'DomainHead', 'DomainAdversarial', 'predict_table',
+__all__ = ['LA_LABELS', 'ATTR_TAGS', 'patient_split', 'AttrHead', 'asl_loss', 'AttriDet', 'attr_metrics', 'AttrAcc',
+           'attridet_learner', 'grad_reverse', 'DomainHead', 'DomainAdversarial', 'train_attridet', 'predict_table',
            'evaluate', 'domain_eval', 'domain_table', 'show_attri_dets', 'plot_domains']
 
 # %% ../nbs/50_attridet.ipynb #85c31348
-LA_LABELS = tuple(canonical(c, 'leukemiaattri') for c in LA_CLASSES)   # hemabook's labels of the 14 classes, in LeukemiaAttri's id order
+# hemabook's labels of the 14 classes, in LeukemiaAttri's id order
+LA_LABELS = tuple(canonical(c, 'leukemiaattri') for c in LA_CLASSES)
 
 # %% ../nbs/50_attridet.ipynb #41819a60
-def read_leukemiaattri(root:str|Path,        # Folder of domain folders (`H_100X_C1/`, ...), or one domain folder
-                       fmt:str='coco',       # 'coco': `COCO Dataset/Annotations/*.json` + `COCO Dataset/Images/<split>/`; 'yolo': a data yaml
-                       domains:list|None=None, # Domains to read; None: every domain folder found
-                      ) -> pd.DataFrame:     # Detection tidy table with attributes, `domain` and `split`
-    "Read every LeukemiaAttri domain under `root` in COCO or YOLO-12 layout into one table."
-    from hemabook.data.det import la_domain
-    root = Path(root)
-    if not root.is_dir(): raise DataError(f"{root}: no such folder (LeukemiaAttri root)")
-    if fmt not in ('coco', 'yolo'): raise ConfigError(f"fmt={fmt!r}: expected 'coco' or 'yolo'")
-    dirs = [root] if la_domain(root.name) else sorted(d for d in root.iterdir() if d.is_dir() and la_domain(d.name))
-    if domains is not None:
-        miss = set(domains) - {d.name for d in dirs}
-        if miss: raise DataError(f"{root}: domain folder(s) {sorted(miss)} not found; found {[d.name for d in dirs]}")
-        dirs = [d for d in dirs if d.name in domains]
-    if not dirs: raise DataError(f"{root}: no domain folders named like H_100X_C1 (microscope_magnification_camera)")
-    tabs = []
-    for d in dirs:
-        if fmt=='coco':
-            js = sorted((d/'COCO Dataset'/'Annotations').glob('*.json'))
-            if not js: raise DataError(f"{d}: expected COCO Dataset/Annotations/<split>.json")
-            tabs += [read_leukemiaattri_coco(j, d/'COCO Dataset'/'Images'/j.stem, domain=d.name) for j in js]
-        else:
-            ys = sorted(d.rglob('*.yaml'))
-            if not ys: raise DataError(f"{d}: expected a YOLO data yaml (train/val/test, nc, names) under it")
-            tabs.append(read_leukemiaattri_yolo(ys[0], domain=d.name))
-    df = pd.concat(tabs, ignore_index=True)
-    df.attrs['dropped'] = dict(sum((Counter(t.attrs.get('dropped', {})) for t in tabs), Counter()))   # summed over files
-    df.attrs['dropped_items'] = [x for t in tabs for x in t.attrs.get('dropped_items', [])]
-    return df
-
 def patient_split(df:pd.DataFrame,      # Detection tidy table
                   valid_pct:float=0.2,  # Share of images moved to validation, whole patients at a time
                   seed:int=0,           # Seed of the patient order
@@ -74,7 +44,8 @@ def patient_split(df:pd.DataFrame,      # Detection tidy table
     df = df.copy(); tr = df['split']==split
     who = df['patient'].where(df['patient'].notna(), df['image_id']).astype(str)
     pats = np.random.default_rng(seed).permutation(sorted(who[tr].unique()))
-    if len(pats) < 2: raise DataError(f"patient_split: only {len(pats)} patient(s) in split {split!r}; need 2 to hold one out")
+    if len(pats) < 2:
+        raise DataError(f"patient_split: only {len(pats)} patient(s) in split {split!r}; need 2 to hold one out")
     n_img = df[tr].groupby(who[tr])['path'].nunique(); target = valid_pct*n_img.sum(); val,got = [],0
     for p in pats:
         if got >= target or len(val) == len(pats)-1: break
@@ -82,98 +53,9 @@ def patient_split(df:pd.DataFrame,      # Detection tidy table
     df.loc[tr & who.isin(val), 'split'] = 'valid'
     return df
 
-# %% ../nbs/50_attridet.ipynb #edf66250
-HEADS = ('fasterrcnn', 'retinanet', 'fcos')
-_STRIDES = (4, 8, 16, 32)
-
-class TimmFPN(nn.Module):
-    "A timm backbone's stride 4–32 maps (kept in `feats` after each call) and torchvision's FPN over those of `fpn_strides`."
-    def __init__(self, name:str='resnet18',        # Any timm CNN with stride 4, 8, 16 and 32 feature maps
-                 fpn_channels:int=64,              # Channels of every FPN level
-                 fpn_strides:tuple=_STRIDES,       # Backbone strides the FPN reads
-                 extra:str='pool',                 # Levels above stride 32: 'pool' (P6 by max-pool) or 'p6p7' (two strided convs)
-                 weights:str|Path|None=None,       # timm state dict of `name` to start from; None: random
-                 **kwargs,                         # Passed to `timm.create_model`
-                ):
-        super().__init__()
-        import timm
-        if name not in timm.list_models(): raise ConfigError(f"backbone={name!r} is not a timm model name (see `timm.list_models()`)")
-        probe = timm.create_model(name, features_only=True, pretrained=False, **kwargs)
-        red = list(probe.feature_info.reduction())
-        if not set(_STRIDES) <= set(red):
-            raise ConfigError(f"backbone {name!r} gives feature maps at strides {red}; AttriDet needs 4, 8, 16 and 32 (a CNN)")
-        idx = [red.index(s) for s in _STRIDES]
-        self.body = timm.create_model(name, features_only=True, pretrained=False, out_indices=idx, **kwargs)
-        if weights is not None: load_weights(self.body, weights, f'the {name} backbone')
-        self.channels = list(self.body.feature_info.channels())
-        self.fpn_strides = tuple(fpn_strides)
-        self.mean = tuple(self.body.pretrained_cfg.get('mean', (0.485, 0.456, 0.406)))
-        self.std = tuple(self.body.pretrained_cfg.get('std', (0.229, 0.224, 0.225)))
-        block = LastLevelMaxPool() if extra=='pool' else LastLevelP6P7(fpn_channels, fpn_channels)
-        self.fpn = FeaturePyramidNetwork([self.channels[_STRIDES.index(s)] for s in self.fpn_strides], fpn_channels, extra_blocks=block)
-        self.out_channels,self.feats = fpn_channels,None
-
-    def forward(self, x):
-        self.feats = self.body(x)
-        return self.fpn(OrderedDict((str(s), f) for s,f in zip(_STRIDES, self.feats) if s in self.fpn_strides))
-
-# %% ../nbs/50_attridet.ipynb #2e5275a2
-def _no_resize(t):
-    "Make torchvision's transform keep each image's size, so boxes stay in input pixels (images are padded to /32 only)."
-    t.resize = lambda image, target=None: (image, target)
-    return t
-
-def make_detector(head:str,            # One of `HEADS`
-                  backbone:TimmFPN,    # Its FPN must match the head: strides 4–32 + 'pool' for Faster R-CNN, 8–32 + 'p6p7' otherwise
-                  n_classes:int,       # Object classes, background not counted
-                  sz:int=256,          # Training image side: anchor sizes scale with it
-                  score_thresh:float=0.01, # Keep detections above this score (low, so AP sees the whole ranking)
-                  detections_per_img:int=100, # Detections kept per image (COCO's maxDets)
-                  anchor:float|None=None, # Side of the smallest anchor in pixels; None: `sz`/16 (16 px at 256 px)
-                 ) -> nn.Module:
-    "A torchvision `FasterRCNN`, `RetinaNet` or `FCOS` on `backbone`, its anchors sized for `sz`-pixel images of cells."
-    from torchvision.models.detection import FasterRCNN, RetinaNet, FCOS
-    from torchvision.models.detection.anchor_utils import AnchorGenerator
-    from torchvision.models.detection.faster_rcnn import TwoMLPHead, FastRCNNPredictor
-    from torchvision.ops import MultiScaleRoIAlign
-    if head not in HEADS: raise ConfigError(f"head={head!r}: expected one of {', '.join(HEADS)}")
-    kw = dict(min_size=sz, max_size=sz, image_mean=list(backbone.mean), image_std=list(backbone.std))
-    s = sz/16 if anchor is None else float(anchor)             # smallest anchor: 16 px on a 256-px image
-    nc = n_classes + 1                                         # labels 1..n; 0 is background (unused by one-stage heads)
-    if head=='fasterrcnn':
-        names = [str(x) for x in backbone.fpn_strides]
-        anchors = AnchorGenerator(tuple((s*2**i,) for i in range(len(names)+1)), ((.5, 1., 2.),)*(len(names)+1))
-        rep = 256
-        m = FasterRCNN(backbone, rpn_anchor_generator=anchors, box_roi_pool=MultiScaleRoIAlign(names, 7, 2),
-                       box_head=TwoMLPHead(backbone.out_channels*49, rep), box_predictor=FastRCNNPredictor(rep, nc),
-                       rpn_pre_nms_top_n_train=1000, rpn_post_nms_top_n_train=500, rpn_pre_nms_top_n_test=500,
-                       rpn_post_nms_top_n_test=250, rpn_batch_size_per_image=128, box_batch_size_per_image=128,
-                       box_score_thresh=score_thresh, box_detections_per_img=detections_per_img, **kw)
-    else:
-        n = len(backbone.fpn_strides) + 2
-        if head=='retinanet':
-            sizes = tuple((s*2**i, s*2**(i+1/3), s*2**(i+2/3)) for i in range(n))
-            m = RetinaNet(backbone, nc, anchor_generator=AnchorGenerator(sizes, ((.5, 1., 2.),)*n),
-                          score_thresh=score_thresh, detections_per_img=detections_per_img, **kw)
-        else:
-            m = FCOS(backbone, nc, anchor_generator=AnchorGenerator(tuple((s/2*2**i,) for i in range(n)), ((1.,),)*n),
-                     score_thresh=score_thresh, detections_per_img=detections_per_img, **kw)
-    _no_resize(m.transform)
-    return m
-
-# %% ../nbs/50_attridet.ipynb #8bbd70e6
-def roi_features(feats:list,          # Feature maps, each B×C×h×w
-                 strides:tuple,       # Their strides in input pixels
-                 boxes:list,          # One n_i×4 tensor of xyxy input-pixel boxes per image
-                 output_size:tuple=(24, 30), # RoI grid (rows, columns), AttriDet's 24×30
-                ) -> torch.Tensor:    # Σn_i × ΣC × rows × cols
-    "RoIAlign every box of every image on each map in one call per map, channels concatenated."
-    return torch.cat([roi_align(f, [b.to(f.dtype) for b in boxes], output_size, spatial_scale=1/s, sampling_ratio=2, aligned=True)
-                      for f,s in zip(feats, strides)], 1)
-
 # %% ../nbs/50_attridet.ipynb #40389827
 class AttrHead(nn.Module):
-    "AttriDet's attribute head: 3 × (conv 3×3, LeakyReLU, max-pool 2) on RoI features, then an MLP to 2 logits per attribute."
+    "AttriDet's attribute head: 3×(conv 3×3, LeakyReLU, max-pool 2) on RoI features, an MLP to 2 logits per attribute."
     def __init__(self, in_ch:int,                   # Channels of the concatenated RoI features
                  n_attrs:int=7,                     # Attributes (binary each)
                  roi:tuple=(24, 30),                # RoI grid
@@ -197,7 +79,7 @@ def asl_loss(logits:torch.Tensor,     # n×A×2: a (value 0, value 1) logit pair
              gamma_pos:float=1.,      # Focusing exponent of positive logits
              clip:float=0.08,         # Probability shift that discards easy negatives
              eps:float=1e-8,
-            ) -> torch.Tensor:        # Scalar: summed over logits and valid attributes, divided by the cells with a valid attribute (AttriDet's scale)
+            ) -> torch.Tensor:        # Scalar: the sum over logits and valid attributes / cells with a valid attribute
     "Asymmetric loss (Ridnik et al. 2021) on one-hot attribute pairs, masked attribute by attribute."
     valid = (targets==0) | (targets==1)
     if not valid.any(): return logits.sum()*0.
@@ -209,20 +91,8 @@ def asl_loss(logits:torch.Tensor,     # n×A×2: a (value 0, value 1) logit pair
     return -(w*ll).sum(-1)[valid].sum() / valid.any(1).sum()
 
 # %% ../nbs/50_attridet.ipynb #d39012b4
-_KEEP_EVAL = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.dropout._DropoutNd)
-
-@contextlib.contextmanager
-def _loss_mode(m:nn.Module):
-    "Let torchvision's detectors compute their losses while normalisation and dropout layers stay in eval mode."
-    mods = [x for x in m.modules() if not isinstance(x, _KEEP_EVAL) and type(x).__name__!='DropPath']
-    was = [x.training for x in mods]
-    for x in mods: x.training = True
-    try: yield
-    finally:
-        for x,w in zip(mods, was): x.training = w
-
 class AttriDet(nn.Module):
-    "A torchvision detector on a timm backbone + FPN, with an attribute head on RoIAligned stride-4 and stride-8 backbone features."
+    "A torchvision detector on a timm backbone + FPN, and an attribute head on RoIAligned stride-4/8 backbone features."
     def __init__(self, n_classes:int,            # Object classes
                  n_attrs:int=len(LA_ATTRS),     # Binary attributes; 0: no attribute head (e.g. BCCD)
                  backbone:str='resnet18',       # timm model name
@@ -238,17 +108,20 @@ class AttriDet(nn.Module):
         super().__init__()
         if sz % 32: raise ConfigError(f"sz={sz}: use a multiple of 32 (the backbone's largest stride)")
         two = head=='fasterrcnn'
-        self.backbone = TimmFPN(backbone, fpn_channels, _STRIDES if two else (8, 16, 32), 'pool' if two else 'p6p7', weights)
+        self.backbone = TimmFPN(backbone, fpn_channels, FPN_STRIDES if two else (8, 16, 32), 'pool' if two else 'p6p7',
+                                weights)
         self.det = make_detector(head, self.backbone, n_classes, sz, **kwargs)
         self.attr_strides = tuple(attr_strides)
-        if not set(self.attr_strides) <= set(_STRIDES): raise ConfigError(f"attr_strides={attr_strides}: choose from {_STRIDES}")
-        ch = sum(self.backbone.channels[_STRIDES.index(s)] for s in self.attr_strides)
+        if not set(self.attr_strides) <= set(FPN_STRIDES):
+            raise ConfigError(f"attr_strides={attr_strides}: choose from {FPN_STRIDES}")
+        ch = sum(self.backbone.channels[FPN_STRIDES.index(s)] for s in self.attr_strides)
         akw = attr_kw or {}
         self.attr_head = AttrHead(ch, n_attrs, **akw) if n_attrs else None
         self.domain_head = DomainHead(self.backbone.channels[-1]) if uda else None
         self.n_classes,self.n_attrs,self.head_name = n_classes,n_attrs,head
 
-    def normalize(self, x): return (x - x.new_tensor(self.backbone.mean)[:,None,None]) / x.new_tensor(self.backbone.std)[:,None,None]
+    def normalize(self, x):
+        return (x - x.new_tensor(self.backbone.mean)[:,None,None]) / x.new_tensor(self.backbone.std)[:,None,None]
     def features(self, x:torch.Tensor) -> list:
         "The backbone's stride 4–32 maps of a batch of [0,1] images."
         return self.backbone.body(self.normalize(x))
@@ -257,11 +130,11 @@ class AttriDet(nn.Module):
         "Attribute logits (Σn×A×2) for per-image `boxes` on the backbone maps of the last forward pass (or `feats`)."
         if self.attr_head is None: return None
         feats = feats if feats is not None else self.backbone.feats
-        fs = [feats[_STRIDES.index(s)] for s in self.attr_strides]
+        fs = [feats[FPN_STRIDES.index(s)] for s in self.attr_strides]
         return self.attr_head(roi_features(fs, self.attr_strides, boxes, self.attr_head.roi))
 
     def attr_probs(self, boxes:list, feats:list|None=None) -> list|None:
-        "P(value 1) of each attribute (n_i×A per image) for per-image `boxes`, as `attr_logits`; None without an attribute head."
+        "P(value 1) per attribute (n_i×A per image) of `boxes`, as `attr_logits`; None without an attribute head."
         lg = self.attr_logits(boxes, feats)
         return None if lg is None else list(lg.float().softmax(-1)[..., 1].split([len(b) for b in boxes]))
 
@@ -269,30 +142,27 @@ class AttriDet(nn.Module):
         return [dict(boxes=t['boxes'].float(), labels=t['labels'].long()+1) for t in targets]
 
     def loss_terms(self, images:torch.Tensor, targets:list) -> dict:
-        "The detector's losses and the attribute loss on the ground-truth boxes (`attr`, when the targets have `attrs`)."
+        "The detector's losses and the attribute loss on ground-truth boxes (`attr`, when the targets have `attrs`)."
         out = dict(self.det(list(images), self._targets(targets)))
         if self.attr_head is not None and all('attrs' in t for t in targets):
             logits = self.attr_logits([t['boxes'].float() for t in targets])
             out['attr'] = asl_loss(logits, torch.cat([t['attrs'] for t in targets]).view(-1, self.n_attrs))
         return out
 
-    @torch.no_grad()
     def detect(self, images:torch.Tensor) -> list:
         "Detections per image: `boxes` (input pixels), `scores`, `labels` (0-based) and `attr_prob` (P(value 1), n×A)."
-        was = self.training; self.eval()
-        try:
+        with eval_mode(self):
             dets = self.det(list(images))
             for d in dets: d['labels'] = d['labels'] - 1
             ps = self.attr_probs([d['boxes'] for d in dets])
             for d,p in zip(dets, ps or []): d['attr_prob'] = p
-        finally: self.train(was)
         return dets
 
     def forward(self, images:torch.Tensor, targets:list|None=None):
-        "Training: the loss dict. Eval with targets: the loss dict (eval-mode normalisation) and the detections. Eval alone: detections."
+        "Training: the loss dict. Eval with targets: losses (eval-mode normalisation) + detections; alone: detections."
         if self.training: return dict(losses=self.loss_terms(images, targets))
         if targets is None: return self.detect(images)
-        with _loss_mode(self), torch.no_grad(): losses = self.loss_terms(images, targets)
+        with loss_mode(self), torch.no_grad(): losses = self.loss_terms(images, targets)
         return dict(losses=losses, dets=self.detect(images))
 
 # %% ../nbs/50_attridet.ipynb #906bf114
@@ -301,77 +171,6 @@ def _iou(a, b):
     t = lambda x: torch.tensor(np.asarray(x, dtype=np.float64))   # a copy: boxes may come from a read-only array
     return box_iou(t(a), t(b)).numpy()
 
-def _greedy_match(iou, thr):
-    "COCO's matching: each detection, best score first, takes the unmatched ground truth of highest IoU ≥ `thr`."
-    taken,hit = np.zeros(iou.shape[1], bool),np.zeros(iou.shape[0], bool)
-    t = min(thr, 1-1e-10)
-    for i in range(iou.shape[0]):
-        cand = np.flatnonzero(~taken & (iou[i] >= t))
-        if len(cand):
-            g = cand[np.flatnonzero(iou[i, cand]==iou[i, cand].max())[-1]]   # a tie goes to the later one, as in COCOeval
-            taken[g] = hit[i] = True
-    return hit
-
-def average_precision(gts:list,          # Ground-truth boxes of one class, an n_i×4 xyxy array per image
-                      dets:list,         # `(boxes m_i×4, scores m_i)` of the same class per image
-                      iou:float=0.5,     # IoU threshold of a true positive
-                      max_dets:int=100,  # Detections kept per image, best first (COCO's maxDets)
-                     ) -> float:         # AP; NaN when there is no ground truth
-    "COCO's AP for one class at one IoU threshold: greedy matching, monotone precision, 101 recall points."
-    n_gt = sum(len(g) for g in gts)
-    if not n_gt: return float('nan')
-    scores,hits = [],[]
-    for g,(b,s) in zip(gts, dets):
-        o = np.argsort(-np.asarray(s), kind='mergesort')[:max_dets]
-        scores.append(np.asarray(s)[o]); hits.append(_greedy_match(_iou(np.asarray(b)[o], g), iou))
-    if not sum(len(s) for s in scores): return 0.
-    o = np.argsort(-np.concatenate(scores), kind='mergesort'); tp = np.concatenate(hits)[o]
-    tps,fps = np.cumsum(tp),np.cumsum(~tp)
-    rc,pr = tps/n_gt,tps/(tps + fps + np.spacing(1))
-    pr = np.maximum.accumulate(pr[::-1])[::-1]          # precision envelope
-    i = np.searchsorted(rc, np.linspace(0, 1, 101), side='left')
-    return float(np.where(i < len(pr), pr[np.minimum(i, len(pr)-1)], 0.).mean())
-
-def _class_arrays(gts, dets, c):
-    "Per-image arrays of class `c` from `(boxes, labels)` ground truths and `(boxes, scores, labels)` detections."
-    return ([b[l==c].reshape(-1, 4) for b,l in gts], [(b[l==c].reshape(-1, 4), s[l==c]) for b,s,l in dets])
-
-# %% ../nbs/50_attridet.ipynb #2ba57ca3
-def coco_map(gt:pd.DataFrame,     # Detection tidy table (every image once at least; rows without a label are images without cells)
-             det:pd.DataFrame,    # Detections: `path`, `label`, `score` and box columns
-             classes:list,        # Class names, in report order
-            ) -> dict:            # `map50`, `map` (0.5:0.95) and a per-class table
-    "COCO mAP@0.5 and mAP@0.5:0.95 by pycocotools, overall and per class (classes without ground truth are NaN and left out)."
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-    unknown = set(gt['label'].dropna()) - set(classes) | set(det['label'].dropna()) - set(classes)
-    if unknown: raise DataError(f"coco_map: labels {sorted(unknown)} are not in classes {list(classes)}")
-    o2i = {c: i+1 for i,c in enumerate(classes)}; imgs = {p: i+1 for i,p in enumerate(gt['path'].unique())}
-    stray = set(det['path']) - set(imgs)
-    if stray: raise DataError(f"coco_map: {len(stray)} detection image(s) have no ground-truth entry, e.g. {sorted(stray)[0]}")
-    anns = [dict(id=k+1, image_id=imgs[r.path], category_id=o2i[r.label], bbox=[r.x0, r.y0, r.x1-r.x0, r.y1-r.y0],
-                 area=(r.x1-r.x0)*(r.y1-r.y0), iscrowd=0) for k,r in enumerate(gt[gt['label'].notna()].itertuples())]
-    G = COCO(); G.dataset = dict(images=[dict(id=i) for i in imgs.values()], annotations=anns,
-                                 categories=[dict(id=i, name=c) for c,i in o2i.items()])
-    with contextlib.redirect_stdout(io.StringIO()):
-        G.createIndex()
-        res = [dict(image_id=imgs[r.path], category_id=o2i[r.label], bbox=[r.x0, r.y0, r.x1-r.x0, r.y1-r.y0], score=float(r.score))
-               for r in det.itertuples()]
-        E = None
-        if res:
-            E = COCOeval(G, G.loadRes(res), 'bbox'); E.evaluate(); E.accumulate()
-    n_gt = gt['label'].value_counts()
-    rows = []
-    for k,c in enumerate(classes):
-        n = int(n_gt.get(c, 0))
-        if E is None: ap = ap50 = (0. if n else np.nan)
-        else:
-            p = E.eval['precision'][:, :, k, 0, -1]
-            ap,ap50 = (float(p[p>-1].mean()), float(p[0][p[0]>-1].mean())) if (p>-1).any() else (np.nan, np.nan)
-        rows.append(dict(cls=c, n_gt=n, ap50=ap50, ap=ap))
-    t = pd.DataFrame(rows)
-    return dict(map50=float(t['ap50'].mean()), map=float(t['ap'].mean()), per_class=t)
-
 # %% ../nbs/50_attridet.ipynb #64412cd3
 ATTR_TAGS = dict(cell_size='large', nuclear_chromatin='coarse', nuclear_shape='irregular', nucleolus='nucleoli',
                  cytoplasm='abundant', cytoplasmic_basophilia='basophilic', cytoplasmic_vacuoles='vacuoles')
@@ -379,9 +178,9 @@ ATTR_TAGS = dict(cell_size='large', nuclear_chromatin='coarse', nuclear_shape='i
 def attr_metrics(gt:pd.DataFrame,         # Ground-truth cells with attribute columns (codes; only 0/1 are scored)
                  pred:pd.DataFrame,       # Detections (or ground-truth boxes) with predicted 0/1 attribute columns
                  attrs:tuple=LA_ATTRS,    # Attributes to score
-                 min_iou:float=0.5,       # A cell counts only if its best-IoU detection reaches this; 0 is AttriDet's any-overlap rule
+                 min_iou:float=0.5,       # IoU a cell's best detection needs to count; 0: AttriDet's any-overlap rule
                 ) -> pd.DataFrame:        # One row per attribute and a `mean` row
-    "Per attribute: each ground-truth cell read at the best-IoU detection of its image; accuracy, precision, recall, F1, coverage."
+    "Per attribute: accuracy, precision, recall, F1, coverage, each ground-truth cell read at its best-IoU detection."
     yt,yp,cov = {a: [] for a in attrs},{a: [] for a in attrs},{a: [0, 0] for a in attrs}
     dets = {p: g for p,g in pred[pred['label'].notna()].groupby('path', sort=False)}
     for p,g in gt[gt['label'].notna()].groupby('path', sort=False):
@@ -399,48 +198,17 @@ def attr_metrics(gt:pd.DataFrame,         # Ground-truth cells with attribute co
         t,q = np.array(yt[a], int),np.array(yp[a], int)
         tp,fp,fn = int(((q==1) & (t==1)).sum()),int(((q==1) & (t==0)).sum()),int(((q==0) & (t==1)).sum())
         P = tp/(tp+fp) if tp+fp else 0.; R = tp/(tp+fn) if tp+fn else 0.
-        rows.append(dict(attribute=a, n=len(t), accuracy=float((t==q).mean()) if len(t) else np.nan, precision=P, recall=R,
-                         f1=2*P*R/(P+R) if P+R else 0., majority=float(max(t.mean(), 1-t.mean())) if len(t) else np.nan,
+        rows.append(dict(attribute=a, n=len(t), accuracy=float((t==q).mean()) if len(t) else np.nan, precision=P,
+                         recall=R, f1=2*P*R/(P+R) if P+R else 0.,
+                         majority=float(max(t.mean(), 1-t.mean())) if len(t) else np.nan,
                          coverage=cov[a][0]/cov[a][1] if cov[a][1] else np.nan))
     t = pd.DataFrame(rows)
     m = t[t['n'] > 0][['accuracy', 'precision', 'recall', 'f1', 'majority', 'coverage']].mean()
     return pd.concat([t, pd.DataFrame([dict(attribute='mean', n=int(t['n'].sum()), **m.to_dict())])], ignore_index=True)
 
 # %% ../nbs/50_attridet.ipynb #e3155ae1
-class DetLoss:
-    "Weighted sum of the model's named losses: the attribute loss times `attr_weight`, terms named in `weights` times theirs, the rest as they come."
-    def __init__(self, attr_weight:float=1., weights:dict|None=None): self.weights = {'attr': attr_weight, **(weights or {})}
-    def __call__(self, pred, *yb):
-        return sum(v*self.weights.get(k, 1.) for k,v in pred['losses'].items())
-
-class DetTargets(Callback):
-    "Move the batch to the model's device and hand the targets to the model with the images: detection losses need them."
-    order = -5
-    def before_batch(self):
-        dev = _model_device(self.model)
-        self.learn.xb,self.learn.yb = to_device(self.xb, dev),to_device(self.yb, dev)
-        self.learn.xb = (*self.xb, *self.yb)
-
-def _map50(gts, dets, n_classes):
-    aps = [average_precision(*_class_arrays(gts, dets, c), iou=0.5) for c in range(n_classes)]
-    aps = [a for a in aps if not math.isnan(a)]
-    return float(np.mean(aps)) if aps else float('nan')
-
-class DetMAP(Metric):
-    "mAP@0.5 over the validation set (hemabook's COCO-exact `average_precision`), averaged over classes with ground truth."
-    def __init__(self, n_classes:int): self.n_classes = n_classes
-    def reset(self): self.gts,self.dets = [],[]
-    def accumulate(self, learn):
-        for t,d in zip(learn.yb[0], learn.pred['dets']):
-            self.gts.append((t['boxes'].cpu().numpy(), t['labels'].cpu().numpy()))
-            self.dets.append((d['boxes'].cpu().numpy(), d['scores'].cpu().numpy(), d['labels'].cpu().numpy()))
-    @property
-    def value(self): return _map50(self.gts, self.dets, self.n_classes)
-    @property
-    def name(self): return 'map50'
-
 class AttrAcc(Metric):
-    "Mean attribute accuracy of the validation detections, each ground-truth cell read at its best-IoU detection (IoU ≥ 0.5)."
+    "Mean attribute accuracy on validation: each ground-truth cell read at its best-IoU detection (IoU ≥ 0.5)."
     def reset(self): self.right,self.n = 0,0
     def accumulate(self, learn):
         for t,d in zip(learn.yb[0], learn.pred['dets']):
@@ -455,18 +223,18 @@ class AttrAcc(Metric):
     @property
     def name(self): return 'attr_acc'
 
-def attridet_learner(dls,                      # From `det_dls`, targets with `attrs` when the model has an attribute head
+def attridet_learner(dls,                      # From `det_dls`; targets with `attrs` if the model has an attribute head
                      model:AttriDet,
                      attr_weight:float=1.,     # λ of the attribute loss in the joint loss
                      clip:float|None=10.,      # Gradient-norm clip (AttriDet: 10); None: none
-                     bn_batches:int|None=20,   # Re-estimate BatchNorm statistics on this many training batches before each validation
+                     bn_batches:int|None=20,   # Batches for `PreciseBN` (BatchNorm statistics) before each validation
                      cbs:list|None=None,       # More callbacks
                      **kwargs,                 # Passed to `hb_learner` (run_dir, params, mixed_precision, ...)
                     ):
     "A learner that trains detector and attribute head jointly and validates loss, mAP@0.5 and attribute accuracy."
     metrics = [DetMAP(model.n_classes)] + ([AttrAcc()] if model.attr_head is not None else [])
     cbs = [DetTargets()] + ([GradientClip(clip)] if clip else []) + list(cbs or [])
-    if bn_batches: cbs.append(PreciseBN(bn_batches, fwd=lambda m,b: m.features(b[0].to(_model_device(m)))))
+    if bn_batches: cbs.append(PreciseBN(bn_batches, fwd=lambda m,b: m.features(b[0].to(model_device(m)))))
     return hb_learner(dls, model, loss_func=DetLoss(attr_weight), metrics=metrics, cbs=cbs, **kwargs)
 
 # %% ../nbs/50_attridet.ipynb #ad08b39c
@@ -489,7 +257,7 @@ class DomainHead(nn.Module):
 
 # %% ../nbs/50_attridet.ipynb #010a72eb
 class DomainAdversarial(Callback):
-    "DANN: add w·BCE(domain head) over source batches and unlabeled `target_dl` batches; the reversed gradient aligns the backbone."
+    "DANN: add w·BCE(domain head) on source and unlabeled `target_dl` batches; reversed gradients align the backbone."
     order = 60   # after the loss, before the backward pass
     def __init__(self, target_dl,            # Batches of unlabeled target-domain images (targets ignored)
                  weight:float=0.1,           # w
@@ -512,18 +280,45 @@ class DomainAdversarial(Callback):
         self.domain_loss = F.binary_cross_entropy_with_logits(logit.float(), y.float())
         self.learn.loss_grad = self.learn.loss_grad + self.weight*self.domain_loss
 
+# %% ../nbs/50_attridet.ipynb #d61c6aea
+def train_attridet(src:pd.DataFrame,           # Training-domain images, `split` 'train' and 'valid'
+                   classes:list,               # Class names, in the model's label order
+                   run_dir:str|Path,           # The run's folder (checkpoints, history, params)
+                   params:dict,                # Settings recorded in `params.json`
+                   n_attrs:int=len(LA_ATTRS),  # Attributes (0: no attribute head)
+                   sz:int=256,                 # Image side
+                   bs:int=4,                   # Batch size
+                   epochs:int=10,              # Epochs of one-cycle training
+                   lr:float=3e-3,              # Peak learning rate
+                   attr_weight:float=1.,       # Weight of the attribute loss
+                   target:pd.DataFrame|None=None, # Unlabeled images of other domains: train with DANN on them
+                   uda_weight:float=0.1,       # Weight of the domain loss (with `target`)
+                   seed:int=0,                 # Seed of the data order and the initial weights
+                   device=None,                # Where to train; None: the CPU
+                   **kwargs,                   # Passed to `AttriDet` (backbone, head, weights, attr_kw, ...)
+                  ) -> tuple[AttriDet, dict]:  # The trained model and the last row of its history
+    "Train one AttriDet on `src` (with DANN towards `target` when given) in `run_dir`."
+    set_seed(seed)
+    dls = det_dls(src, bs=bs, sz=sz, vocab=classes)
+    model = AttriDet(len(classes), n_attrs=n_attrs, sz=sz, uda=target is not None, **kwargs).to(device or 'cpu')
+    cbs = []
+    if target is not None:
+        tdl = det_dls(target.assign(split='train'), bs=bs, sz=sz, vocab=classes, valid='train').train
+        cbs = [DomainAdversarial(tdl, uda_weight)]
+    learn = attridet_learner(dls, model, attr_weight=attr_weight, cbs=cbs, run_dir=run_dir, params=params)
+    return model, fit(learn, epochs, lr)
+
 # %% ../nbs/50_attridet.ipynb #35d4be7d
 _KINDS = ('detect', 'gt')
 
-@torch.no_grad()
 def _predict(model, df, classes, sz, bs, kinds):
-    "One pass over the images of `df`: a table per kind, 'detect' (the detections) and/or 'gt' (attributes on `df`'s boxes)."
+    "One pass over `df`'s images: a table per kind, 'detect' (the detections) and/or 'gt' (attributes on `df`'s boxes)."
     attrs = list(LA_ATTRS[:model.n_attrs]) if model.attr_head is not None else []
     ds = DetDataset(df[df['label'].isna() | df['label'].isin(classes)], classes, sz, attrs=[])
     dl = torch.utils.data.DataLoader(ds, batch_size=bs, collate_fn=det_collate)
-    dev,was = _model_device(model),model.training; model.eval(); rows = {k: [] for k in kinds}; k = 0
+    dev,rows,k = model_device(model),{k: [] for k in kinds},0
     meta = df.drop_duplicates('path').set_index('path')
-    try:
+    with eval_mode(model):
         for xb,yb in dl:
             xb,outs = xb.to(dev),{}
             if 'detect' in kinds: outs['detect'] = model.detect(xb)
@@ -532,20 +327,23 @@ def _predict(model, df, classes, sz, bs, kinds):
                 # the detector's pass already holds the backbone maps, unless it padded the batch to a multiple of 32
                 same = 'detect' in kinds and xb.shape[-1] % 32 == 0 and xb.shape[-2] % 32 == 0
                 ps = model.attr_probs(bx, model.backbone.feats if same else model.features(xb)) or [None]*len(bx)
-                outs['gt'] = [dict(boxes=b, scores=torch.ones(len(b)), labels=t['labels'], attr_prob=p) for b,t,p in zip(bx, yb, ps)]
+                outs['gt'] = [dict(boxes=b, scores=torch.ones(len(b)), labels=t['labels'], attr_prob=p)
+                              for b,t,p in zip(bx, yb, ps)]
             for j in range(len(xb)):
                 p = ds.items[k][0]; k += 1; m = meta.loc[p]
                 sc = np.array([m['width']/sz, m['height']/sz]*2)
-                base = dict(path=p, image_id=m['image_id'], width=m['width'], height=m['height'], domain=m.get('domain'))
+                base = dict(path=p, image_id=m['image_id'], width=m['width'], height=m['height'],
+                            domain=m.get('domain'))
                 for kind,out in outs.items():
                     o = out[j]; b = o['boxes'].cpu().numpy().reshape(-1, 4)*sc
                     for i in range(len(b)):
-                        r = dict(base, label=classes[int(o['labels'][i])], score=float(o['scores'][i]), **dict(zip(BOX, b[i].tolist())))
+                        r = dict(base, label=classes[int(o['labels'][i])], score=float(o['scores'][i]),
+                                 **dict(zip(BOX, b[i].tolist())))
                         if o.get('attr_prob') is not None:
                             pr = o['attr_prob'][i].cpu().numpy()
-                            r |= {f'p_{a}': float(v) for a,v in zip(attrs, pr)} | {a: int(v > .5) for a,v in zip(attrs, pr)}
+                            r |= ({f'p_{a}': float(v) for a,v in zip(attrs, pr)}
+                                  | {a: int(v > .5) for a,v in zip(attrs, pr)})
                         rows[kind].append(r)
-    finally: model.train(was)
     cols = ['path', 'image_id', 'width', 'height', 'domain', 'label', 'score'] + BOX + [f'p_{a}' for a in attrs] + attrs
     return {kind: pd.DataFrame(r, columns=cols) for kind,r in rows.items()}
 
@@ -554,8 +352,8 @@ def predict_table(model:AttriDet,       # A trained model
                   classes:list,         # Class names in the model's label order
                   sz:int=256,           # Side the images are resized to (as in training)
                   bs:int=4,             # Batch size
-                  boxes:str='detect',   # 'detect': the model's detections; 'gt': attributes on the table's own boxes (oracle localisation)
-                 ) -> pd.DataFrame:     # One row per detection (or box), boxes in original image pixels, `p_<attr>` and 0/1 attributes
+                  boxes:str='detect',   # 'detect': model's detections; 'gt': the table's boxes (oracle localisation)
+                 ) -> pd.DataFrame:     # A row per detection (or box): original-pixel box, `p_<attr>`, 0/1 attributes
     "Run `model` over the images of `df`; a tidy table of its detections (or of attribute predictions on `df`'s boxes)."
     if boxes not in _KINDS: raise ConfigError(f"boxes={boxes!r}: expected 'detect' or 'gt'")
     return _predict(model, df, classes, sz, bs, (boxes,))[boxes]
@@ -567,11 +365,13 @@ def evaluate(model:AttriDet,            # A trained model
              sz:int=256,                # Image side, as in training
              bs:int=4,                  # Batch size
              min_iou:float=0.5,         # Attribute matching threshold (see `attr_metrics`)
-            ) -> dict:                  # map50, map, per_class, attrs (end to end), attrs_oracle (on ground-truth boxes), dets
+            ) -> dict:                  # map50, map, per_class, attrs (end to end), attrs_oracle (on gt boxes), dets
     "Detection mAP (pycocotools) and attribute metrics of `model` on `df`, end to end and with ground-truth boxes."
-    tabs = _predict(model, df, classes, sz, bs, _KINDS if model.attr_head is not None else ('detect',))   # one pass for both
+    # one pass for both
+    tabs = _predict(model, df, classes, sz, bs, _KINDS if model.attr_head is not None else ('detect',))
     dets = tabs['detect']
-    out = coco_map(df, dets, classes) | dict(dets=dets, n_images=int(df['path'].nunique()), n_cells=int(df['label'].notna().sum()))
+    out = coco_map(df, dets, classes) | dict(dets=dets, n_images=int(df['path'].nunique()),
+                                             n_cells=int(df['label'].notna().sum()))
     if model.attr_head is not None:
         attrs = LA_ATTRS[:model.n_attrs]
         out['attrs'] = attr_metrics(df, dets, attrs, min_iou)
@@ -583,16 +383,17 @@ def domain_eval(model:AttriDet,          # A trained model
                 classes:list,            # Class names in the model's label order
                 train_domain:str,        # The row name of the domain table
                 **kwargs,                # Passed to `evaluate`
-               ) -> tuple[pd.DataFrame, dict]: # long table (one row per test domain), and each domain's `evaluate` result
+               ) -> tuple[pd.DataFrame, dict]: # (one row per test domain, {domain: `evaluate` result})
     "Evaluate `model` on each domain of `df`: mAP@0.5, mAP@0.5:0.95 and mean attribute accuracy/F1 per test domain."
     rows,res = [],{}
     for dom,g in df.groupby('domain', sort=True):
         r = res[dom] = evaluate(model, g, classes, **kwargs)
-        row = dict(train=train_domain, test=dom, n_images=r['n_images'], n_cells=r['n_cells'], map50=r['map50'], map=r['map'])
+        row = dict(train=train_domain, test=dom, n_images=r['n_images'], n_cells=r['n_cells'], map50=r['map50'],
+                   map=r['map'])
         if 'attrs' in r:
             m,o = r['attrs'].set_index('attribute').loc['mean'],r['attrs_oracle'].set_index('attribute').loc['mean']
-            row |= dict(attr_acc=m['accuracy'], attr_f1=m['f1'], attr_coverage=m['coverage'], attr_acc_gt_boxes=o['accuracy'],
-                        attr_majority=o['majority'])
+            row |= dict(attr_acc=m['accuracy'], attr_f1=m['f1'], attr_coverage=m['coverage'],
+                        attr_acc_gt_boxes=o['accuracy'], attr_majority=o['majority'])
         rows.append(row)
     return pd.DataFrame(rows), res
 
@@ -600,7 +401,8 @@ def domain_table(long:pd.DataFrame,     # Rows of `domain_eval` (several trainin
                  value:str='map50',     # Column to tabulate
                 ) -> pd.DataFrame:
     "The cross-domain table: rows the training domain (or variant), columns the test domain."
-    return long.pivot_table(index='train', columns='test', values=value, sort=False).rename_axis(index=None, columns=None)
+    return (long.pivot_table(index='train', columns='test', values=value, sort=False)
+                .rename_axis(index=None, columns=None))
 
 # %% ../nbs/50_attridet.ipynb #dd36c0cb
 def show_attri_dets(img,                       # Image path or array
@@ -612,11 +414,12 @@ def show_attri_dets(img,                       # Image path or array
                    ):
     "Draw detections with their class above the box and the tags of the attributes predicted 1 below it."
     d = dets[dets['score'] >= min_score] if 'score' in dets else dets
-    ax = show_boxes(load_image(img) if isinstance(img, (str, Path)) else img, d[BOX].to_numpy(), list(d['label']), ax=ax,
-                    classes=classes, title=title, figsize=figsize)
+    ax = show_boxes(load_image(img) if isinstance(img, (str, Path)) else img, d[BOX].to_numpy(), list(d['label']),
+                    ax=ax, classes=classes, title=title, figsize=figsize)
     for r in d.itertuples():
         tags = [ATTR_TAGS.get(a, a) for a in attrs if a in d and pd.notna(getattr(r, a)) and getattr(r, a)==1]
-        if tags: ax.text(r.x0, r.y1, '\n'.join(tags), color='k', fontsize=5, va='top', bbox=dict(fc='w', ec='none', alpha=.7, pad=0.3))
+        if tags: ax.text(r.x0, r.y1, '\n'.join(tags), color='k', fontsize=5, va='top',
+                         bbox=dict(fc='w', ec='none', alpha=.7, pad=0.3))
     return ax
 
 def plot_domains(long:pd.DataFrame,           # Rows of `domain_eval`, several trainings concatenated

@@ -19,13 +19,13 @@ from fastai.optimizer import Adam
 from PIL import Image
 from scipy import ndimage
 
-from .core import ConfigError, DataError, load_image, load_json, logger, save_json
+from .core import ConfigError, DataError, eval_mode, load_image, load_json, logger, model_device, save_json
 from .data.cls import read_cells
 from .data.core import note_dropped
 from .data.taxonomy import BCSAM_13, BCSAM_MAP, COMMON_5, bcsam_label, to_common5
 from .train import hb_learner
-from .sam.embed import EmbeddingCache, EmbeddingEngine, _weights_hash, embed_images, prepare_image
-from .samed import SemanticSam, samed_model
+from .sam.embed import EmbeddingCache, EmbeddingEngine, weights_hash, embed_images, prepare_image
+from .sam.semantic import SemanticSam, semantic_sam
 
 # %% auto #0
 __all__ = ['BCSAM_NORM', 'PROTOCOLS', 'MMD_KINDS', 'warmup_cosine', 'WarmupCosine', 'bcsam_seg_model', 'cell_mask_table',
@@ -65,19 +65,19 @@ BCSAM_NORM = ((215.0322, 187.7592, 200.4668), (41.3047, 56.9191, 21.9522))
 
 def bcsam_seg_model(arch:str|dict='vit_b',     # SAM architecture (`SAM_ARCHS`)
                     img_size:int=224,          # Input side (BC-SAM: 224, a 14×14 token grid)
-                    checkpoint=None,           # Official SAM checkpoint; None: random initialisation (the encoder then trains fully)
+                    checkpoint=None,           # Official SAM checkpoint; None: random init, the encoder trains fully
                     rank:int=4,                # LoRA rank (BC-SAM: 4, hard-coded in its code)
-                    norm=BCSAM_NORM,           # (mean, std) on the 0–255 scale: your training set's `norm_stats`, or BC-SAM's
+                    norm=BCSAM_NORM,           # (mean, std) on 0–255: your training set's `norm_stats`, or BC-SAM's
                     encoder:str='auto',        # 'lora' (the paper), 'full', or 'auto': lora iff a checkpoint is given
                    ) -> SemanticSam:
     "BC-SAM stage 1: a one-class (cell) prompt-free SAM with LoRA, normalised with data-set statistics."
-    m = samed_model(arch, img_size, num_classes=1, checkpoint=checkpoint, rank=rank, norm=norm, encoder=encoder)
+    m = semantic_sam(arch, img_size, num_classes=1, checkpoint=checkpoint, rank=rank, norm=norm, encoder=encoder)
     m.recipe.update(norm=[list(v) for v in norm] if not isinstance(norm, str) else norm,
                     note=m.recipe['note'].replace('SAMed recipe', 'BC-SAM recipe'))
     return m
 
 def cell_mask_table(df:pd.DataFrame) -> pd.DataFrame:
-    "A semantic table with one foreground class, 'cell': every non-zero mask value (cytoplasm and nucleus alike) is cell."
+    "A semantic table with one foreground class, 'cell': every non-zero mask value (cytoplasm, nucleus) is cell."
     out = df.copy(); out.attrs = {**df.attrs, 'decoder': 'binary', 'classes': ['background', 'cell']}
     return out
 
@@ -86,7 +86,7 @@ PROTOCOLS = ('bcsam13', 'common5')
 
 def domain_table(source:pd.DataFrame,   # Classification table of the source domain (`read_matek19`, ...)
                  target:pd.DataFrame,   # Classification table of the target domain
-                 protocol:str='bcsam13',# 'bcsam13' (BC-SAM's 13 classes, by fine label) or 'common5' (the five common WBC types)
+                 protocol:str='bcsam13',# 'bcsam13': BC-SAM's 13 classes, by fine label; 'common5': 5 common WBC types
                  names=None,            # (source, target) domain names; default: their `dataset` values
                 ) -> pd.DataFrame:
     "Source and target cells in one table, labels in `protocol`; `domain` names, `domain_id` 0 (source) / 1 (target)."
@@ -100,7 +100,8 @@ def domain_table(source:pd.DataFrame,   # Classification table of the source dom
         for r in df.itertuples():
             if protocol == 'bcsam13':
                 if r.dataset not in BCSAM_MAP:
-                    raise ConfigError(f"{r.path}: the bcsam13 protocol covers {', '.join(BCSAM_MAP)}, not {r.dataset!r}; use protocol='common5'")
+                    raise ConfigError(f"{r.path}: the bcsam13 protocol covers {', '.join(BCSAM_MAP)}, "
+                                      f"not {r.dataset!r}; use protocol='common5'")
                 try: lbl = bcsam_label(r.fine_label, r.dataset)
                 except DataError as e: raise DataError(f"{r.path}: {e}") from None
             else: lbl = to_common5(r.label)
@@ -114,14 +115,16 @@ def domain_table(source:pd.DataFrame,   # Classification table of the source dom
     only = set(out.loc[out.domain_id == 0, 'label']) ^ set(out.loc[out.domain_id == 1, 'label'])
     notes = [f"classes in one domain only: {', '.join(sorted(only))}"] if only else []
     return note_dropped(out, drop, f'domain_table({names[0]} → {names[1]}, {protocol})', notes=notes,
-                        protocol=protocol, domains=list(names), classes=[c for c in (BCSAM_13 if protocol == 'bcsam13' else COMMON_5) if c in set(out['label'])])
+                        protocol=protocol, domains=list(names),
+                        classes=[c for c in (BCSAM_13 if protocol == 'bcsam13' else COMMON_5)
+                                 if c in set(out['label'])])
 
 # %% ../nbs/30_bcsam.ipynb #e733f8e0
 class CellMasks:
-    "`embed_images`' `masks` callable: the cell mask a one-class `SemanticSam` predicts from the embedding, at input size."
+    "`embed_images`' `masks` callable: a one-class `SemanticSam`'s cell mask from the embedding, at input size."
     def __init__(self, model:SemanticSam):
-        self.model = model     # the name goes into the cache's config, so a cache made with another decoder is not resumed
-        self.__qualname__ = f"CellMasks(decoder {_weights_hash(model.sam.mask_decoder)[:16]})"
+        self.model = model     # the name goes into the cache's config: a cache made with another decoder is not resumed
+        self.__qualname__ = f"CellMasks(decoder {weights_hash(model.sam.mask_decoder)[:16]})"
     @torch.no_grad()
     def __call__(self, emb:torch.Tensor, x:torch.Tensor) -> torch.Tensor:
         lo = self.model.decode(emb.float())
@@ -158,7 +161,7 @@ def masked_crop(img:np.ndarray,   # H×W×3 uint8, the image at the encoder's in
                 pad:int=10,       # Grey border around the box, in pixels before resizing
                 grey:int=128,     # Grey level of the background and border
                ) -> tuple[np.ndarray, bool]: # (size×size×3 uint8, whether the mask was empty)
-    "BC-SAM's autoencoder target: largest component, grey outside it, box crop, `pad` px grey border, `size`² (bicubic)."
+    "BC-SAM's autoencoder target: largest component, grey outside, box crop, `pad` px grey border, `size`² (bicubic)."
     m = largest_component(mask)
     empty = not m.any()
     if empty: crop = img
@@ -173,11 +176,12 @@ def cell_crops(cache:EmbeddingCache,  # From `extract_cells` (holds `masks`)
                pad:int=10,            # Grey border (see `masked_crop`)
                overwrite:bool=False,  # Rebuild even when `crops.npy` matches
               ) -> np.ndarray:
-    "Write the masked crops of every cell in `cache` to `crops.npy` beside it (N×3×size×size uint8); empty masks counted."
+    "Write masked crops of every cell in `cache` to `crops.npy` beside it (N×3×size×size uint8); empty masks counted."
     f,meta = cache.path/'crops.npy',cache.path/'crops.json'
     if cache.masks is None: raise DataError(f"{cache.path}: the cache holds no masks; extract with `extract_cells`")
     st = (cache.path/'masks.npy').stat()
-    want = dict(size=size, pad=pad, n=len(cache), masks=[st.st_size, st.st_mtime_ns])   # a re-extracted cache has new masks
+    # a re-extracted cache has new masks
+    want = dict(size=size, pad=pad, n=len(cache), masks=[st.st_size, st.st_mtime_ns])
     if f.exists() and meta.exists() and not overwrite:
         m = load_json(meta)
         if {k: m.get(k) for k in want} == want: return np.load(f, mmap_mode='r')
@@ -194,8 +198,8 @@ def cell_crops(cache:EmbeddingCache,  # From `extract_cells` (holds `masks`)
     mm.flush(); del mm
     tmp.replace(f)
     save_json(dict(want, n_empty=len(empty), empty=empty, n_failed=len(failed)), meta)
-    if empty: logger.warning("%s: %d of %d cells have an empty predicted mask; their crop is the whole image (see crops.json)",
-                             cache.path, len(empty), len(cache))
+    if empty: logger.warning("%s: %d of %d cells have an empty predicted mask; their crop is the whole image "
+                             "(see crops.json)", cache.path, len(empty), len(cache))
     return np.load(f, mmap_mode='r')
 
 # %% ../nbs/30_bcsam.ipynb #c31cca6c
@@ -206,7 +210,8 @@ class CellAE(nn.Module):
                  width:float=1.0,     # Multiplier of every hidden channel count (1: the paper's; 0.125 for CPU tests)
                  size:int=128):       # Output side: 128 (the paper) or 64
         super().__init__()
-        if size not in (64, 128): raise ConfigError(f"size={size}: the decoder makes 128×128 (the paper) or 64×64 crops")
+        if size not in (64, 128):
+            raise ConfigError(f"size={size}: the decoder makes 128×128 (the paper) or 64×64 crops")
         self.size = size
         w = lambda c: max(4, round(c*width))
         cbr = lambda i,o,k,s=1: [nn.Conv2d(i, o, k, s), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
@@ -216,8 +221,10 @@ class CellAE(nn.Module):
         ks = [(5, 1), (4, 2), (3, 1), (5, 2), (3, 2), (3, 2), (2, 1)]     # 1 → 5 → 12 → 14 → 31 → 63 → 127 → 128
         if size == 64: ch,ks = ch[:6] + ch[7:],ks[:5] + ks[6:]             # 1 → … → 63 → 64
         up = []
-        for i,(k,s) in enumerate(ks): up += [nn.ConvTranspose2d(ch[i], ch[i+1], k, s), nn.BatchNorm2d(ch[i+1]), nn.ReLU(inplace=True)]
-        self.decoder = nn.Sequential(nn.Unflatten(1, (latent, 1, 1)), *up, nn.ConvTranspose2d(ch[-1], 3, 1), nn.Sigmoid())
+        for i,(k,s) in enumerate(ks):
+            up += [nn.ConvTranspose2d(ch[i], ch[i+1], k, s), nn.BatchNorm2d(ch[i+1]), nn.ReLU(inplace=True)]
+        self.decoder = nn.Sequential(nn.Unflatten(1, (latent, 1, 1)), *up, nn.ConvTranspose2d(ch[-1], 3, 1),
+                                     nn.Sigmoid())
     def forward(self, x): z = self.encoder(x); return self.decoder(z),z
 
 # %% ../nbs/30_bcsam.ipynb #f5470d49
@@ -228,8 +235,9 @@ def _blur_matrix(n, win, sigma, dev, dtype):
     g = torch.exp(-d**2/(2*sigma**2))*(d.abs() <= win//2)
     return g/torch.exp(-(torch.arange(win, device=dev, dtype=dtype) - win//2)**2/(2*sigma**2)).sum()
 
-def ssim(a:torch.Tensor, b:torch.Tensor, win:int=11, sigma:float=1.5, C1:float=0.01**2, C2:float=0.03**2) -> torch.Tensor:
-    "Mean SSIM of two B×C×H×W batches in [0, 1]: Gaussian window per channel, zero padding `win//2` (pytorch-ssim's, as BC-SAM)."
+def ssim(a:torch.Tensor, b:torch.Tensor, win:int=11, sigma:float=1.5, C1:float=0.01**2,
+         C2:float=0.03**2) -> torch.Tensor:
+    "Mean SSIM of two B×C×H×W batches in [0, 1]: Gaussian window per channel, zero padding `win//2` (as BC-SAM)."
     c,(h,w) = a.shape[1],a.shape[-2:]
     gh,gw = _blur_matrix(h, win, sigma, a.device, a.dtype),_blur_matrix(w, win, sigma, a.device, a.dtype)
     x = torch.cat([a, b, a*a, b*b, a*b], 1)            # the window is separable: blur = Gh·X·Gwᵀ, as matrix products
@@ -242,7 +250,7 @@ def mean_mmd(x:torch.Tensor, y:torch.Tensor) -> torch.Tensor:
     return F.mse_loss(x.mean(0), y.mean(0))
 
 def kernel_mmd(x:torch.Tensor, y:torch.Tensor, scales=(0.25, 0.5, 1., 2., 4.)) -> torch.Tensor:
-    "Unbiased squared MMD with the mean of Gaussian kernels whose bandwidths are `scales` × the median pairwise squared distance."
+    "Unbiased squared MMD, mean of Gaussian kernels with bandwidths `scales` × the median pairwise squared distance."
     z = torch.cat([x, y]); n,m = len(x),len(y)
     if n < 2 or m < 2: return z.sum()*0
     d = torch.cdist(z, z).pow(2)
@@ -279,8 +287,8 @@ class CellDataset(Dataset):
     def __len__(self): return len(self.idx)
     def __getitem__(self, i):
         j = self.idx[i]
-        return (torch.from_numpy(np.array(self.pre[j], np.float32)), torch.from_numpy(np.array(self.crops[j])).float()/255,
-                torch.tensor(self.dom[j]))
+        return (torch.from_numpy(np.array(self.pre[j], np.float32)),
+                torch.from_numpy(np.array(self.crops[j])).float()/255, torch.tensor(self.dom[j]))
 
 def ae_dls(cache:EmbeddingCache,  # From `extract_cells`
            crops:np.ndarray,      # From `cell_crops`
@@ -291,7 +299,7 @@ def ae_dls(cache:EmbeddingCache,  # From `extract_cells`
            num_workers:int=0,     # DataLoader workers
            device=None,           # Device of the batches; None: fastai's default
           ):
-    "fastai `DataLoaders` of `CellDataset` items; a seeded `valid_pct` of the cells is held out to watch reconstruction."
+    "fastai `DataLoaders` of `CellDataset` items; a seeded `valid_pct` of cells is held out to watch reconstruction."
     from fastai.data.core import DataLoaders
     from fastai.data.load import DataLoader
     n = len(cache); failed = {d['index'] for d in cache.failed}
@@ -320,29 +328,29 @@ def ae_learner(dls,                 # From `ae_dls`
     "A learner for `CellAE`: BC-SAM's loss, AdamW (wd 0.05); SSIM and kernel MMD watched each epoch."
     from fastai.metrics import AvgMetric
     opt = partial(Adam, mom=0.9, sqr_mom=0.999, eps=1e-8, decouple_wd=True)
-    return hb_learner(dls, model, loss_func=CrossDomainLoss(lam, mmd), metrics=[AvgMetric(_ssim_metric), AvgMetric(_mmd_metric)], opt_func=opt, wd=wd, **kwargs)
+    return hb_learner(dls, model, loss_func=CrossDomainLoss(lam, mmd),
+                      metrics=[AvgMetric(_ssim_metric), AvgMetric(_mmd_metric)], opt_func=opt, wd=wd, **kwargs)
 
-@torch.no_grad()
 def latents(model:CellAE, ds:CellDataset, bs:int=256, device=None) -> np.ndarray:
     "The autoencoder's latent of every item of `ds`, N×latent float32."
-    dev = device or next(model.parameters()).device
-    model.eval(); out = []
-    for i in range(0, len(ds), bs):
-        x = torch.stack([ds[j][0] for j in range(i, min(i+bs, len(ds)))]).to(dev)
-        out.append(model.encoder(x).float().cpu().numpy())
+    dev,out = device or model_device(model),[]
+    with eval_mode(model):
+        for i in range(0, len(ds), bs):
+            x = torch.stack([ds[j][0] for j in range(i, min(i+bs, len(ds)))]).to(dev)
+            out.append(model.encoder(x).float().cpu().numpy())
     return np.concatenate(out)
 
 # %% ../nbs/30_bcsam.ipynb #516729ef
-@torch.no_grad()
 def show_reconstructions(model:CellAE, ds:CellDataset, idx=None, n:int=6, figsize=None):
-    "Masked-cell targets (top) and the autoencoder's reconstructions (bottom) of items `idx` of `ds`; returns the figure."
+    "Masked-cell targets (top) and autoencoder reconstructions (bottom) of items `idx` of `ds`; returns the figure."
     import matplotlib.pyplot as plt
     idx = list(range(min(n, len(ds)))) if idx is None else list(idx)
     x,y = (torch.stack([ds[i][k] for i in idx]) for k in (0, 1))
-    model.eval(); rec = model(x.to(next(model.parameters()).device))[0].float().cpu()
+    with eval_mode(model): rec = model(x.to(model_device(model)))[0].float().cpu()
     fig,axs = plt.subplots(2, len(idx), figsize=figsize or (1.4*len(idx), 3), squeeze=False)
     for j in range(len(idx)):
-        for r,im in enumerate((y[j], rec[j])): axs[r, j].imshow(im.permute(1, 2, 0).clamp(0, 1).numpy()); axs[r, j].axis('off')
+        for r,im in enumerate((y[j], rec[j])):
+            axs[r, j].imshow(im.permute(1, 2, 0).clamp(0, 1).numpy()); axs[r, j].axis('off')
     axs[0, 0].set_title('target', fontsize=8, loc='left'); axs[1, 0].set_title('reconstruction', fontsize=8, loc='left')
     fig.tight_layout()
     return fig

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #d381f187
 from __future__ import annotations
-import json, logging, math, os, random, sys, tempfile
+import json, logging, math, os, random, re, struct, sys, tempfile, warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -13,9 +13,10 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 # %% auto #0
-__all__ = ['logger', 'IMAGE_EXTS', 'HemabookError', 'DataError', 'CheckpointError', 'ConfigError', 'get_device', 'set_seed',
-           'repo_root', 'data_path', 'shared_data_path', 'samples_path', 'load_image', 'show_image', 'show_images',
-           'jsonable', 'atomic_write', 'save_json', 'load_json', 'rel_paths']
+__all__ = ['logger', 'IMAGE_EXTS', 'HemabookError', 'DataError', 'CheckpointError', 'ConfigError', 'get_device', 'model_device',
+           'eval_mode', 'set_seed', 'repo_root', 'data_path', 'shared_data_path', 'samples_path', 'load_image',
+           'read_image_size', 'show_image', 'show_images', 'jsonable', 'atomic_write', 'save_json', 'load_json',
+           'rel_paths', 'short_list', 'load_tensors']
 
 # %% ../nbs/00_core.ipynb #8c985791
 class HemabookError(Exception):
@@ -47,24 +48,43 @@ if logger.level == logging.NOTSET: logger.setLevel(logging.INFO)
 # %% ../nbs/00_core.ipynb #acfe6125
 def _mps_ok() -> bool: return bool(getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available())
 
-def get_device(device:str|torch.device|None=None, # 'cpu', 'cuda', 'cuda:1', 'mps'; None: `$HEMABOOK_DEVICE`, else the best available
+def get_device(device:str|torch.device|None=None, # 'cpu', 'cuda', 'cuda:1', 'mps'; None: `$HEMABOOK_DEVICE` or the best
               ) -> torch.device:
     "The torch device to use: `device`, else `$HEMABOOK_DEVICE`, else cuda → mps → cpu."
     src = 'argument'
-    if device is None and os.environ.get('HEMABOOK_DEVICE'): device,src = os.environ['HEMABOOK_DEVICE'],'$HEMABOOK_DEVICE'
+    if device is None and os.environ.get('HEMABOOK_DEVICE'):
+        device,src = os.environ['HEMABOOK_DEVICE'],'$HEMABOOK_DEVICE'
     if device is None:
         if torch.cuda.is_available(): return torch.device('cuda')
         return torch.device('mps') if _mps_ok() else torch.device('cpu')
     try: dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
-        raise ConfigError(f"device {device!r} (from {src}) is not a device: expected 'cpu', 'cuda', 'cuda:N' or 'mps'") from e
+        raise ConfigError(f"device {device!r} (from {src}) is not a device: "
+                          "expected 'cpu', 'cuda', 'cuda:N' or 'mps'") from e
     if dev.type=='cuda':
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if n==0: raise ConfigError(f"device {device!r} (from {src}) asked for CUDA, but no CUDA GPU is available")
-        if dev.index is not None and dev.index>=n: raise ConfigError(f"device {device!r} (from {src}): only {n} CUDA GPU(s)")
-    elif dev.type=='mps' and not _mps_ok(): raise ConfigError(f"device {device!r} (from {src}) asked for MPS, which is not available")
-    elif dev.type not in ('cpu','cuda','mps'): raise ConfigError(f"device {device!r} (from {src}): expected cpu, cuda or mps")
+        if dev.index is not None and dev.index>=n:
+            raise ConfigError(f"device {device!r} (from {src}): only {n} CUDA GPU(s)")
+    elif dev.type=='mps' and not _mps_ok():
+        raise ConfigError(f"device {device!r} (from {src}) asked for MPS, which is not available")
+    elif dev.type not in ('cpu','cuda','mps'):
+        raise ConfigError(f"device {device!r} (from {src}): expected cpu, cuda or mps")
     return dev
+
+# %% ../nbs/00_core.ipynb #844de649
+def model_device(model:torch.nn.Module) -> torch.device:
+    "The device of `model`'s first parameter (unwrapping DDP); the CPU for a model without parameters."
+    p = next(iter(getattr(model, 'module', model).parameters()), None)
+    return p.device if p is not None else torch.device('cpu')
+
+@contextmanager
+def eval_mode(model:torch.nn.Module): # The model to run for inference
+    "Inside the block `model` is in eval mode under `torch.no_grad()`; afterwards its training flag is as before."
+    was = model.training; model.eval()
+    try:
+        with torch.no_grad(): yield model
+    finally: model.train(was)
 
 # %% ../nbs/00_core.ipynb #10663a30
 def set_seed(seed:int=42,                # The seed for `random`, NumPy and torch
@@ -147,7 +167,7 @@ def _to_rgb(arr, path):
 
 # %% ../nbs/00_core.ipynb #65444a98
 def load_image(path:str|Path,         # An image file: jpg, png, bmp, tif or tiff
-               rescale:str='dtype',   # How to map >8-bit data to 0–255: 'dtype' (full type range) or 'minmax' (per image)
+               rescale:str='dtype',   # Maps >8-bit data to 0–255: 'dtype' (full type range) or 'minmax' (per image)
               ) -> np.ndarray:        # H×W×3 uint8 RGB
     "Read the image at `path` as an H×W×3 uint8 RGB array, whatever its channels and bit depth."
     path = Path(path)
@@ -155,7 +175,8 @@ def load_image(path:str|Path,         # An image file: jpg, png, bmp, tif or tif
     if not path.exists(): raise DataError(f"{path}: no such file")
     if not path.is_file(): raise DataError(f"{path}: not a file")
     ext = path.suffix.lower()
-    if ext not in IMAGE_EXTS: raise DataError(f"{path}: unsupported image type '{ext}'; expected one of {', '.join(IMAGE_EXTS)}")
+    if ext not in IMAGE_EXTS:
+        raise DataError(f"{path}: unsupported image type '{ext}'; expected one of {', '.join(IMAGE_EXTS)}")
     if path.stat().st_size==0: raise DataError(f"{path}: empty file (0 bytes)")
     try: arr = _read_tiff(path) if ext in ('.tif','.tiff') else _read_pil(path)
     except DataError: raise
@@ -163,6 +184,20 @@ def load_image(path:str|Path,         # An image file: jpg, png, bmp, tif or tif
         raise DataError(f"{path}: cannot decode the image ({type(e).__name__}: {e})") from e
     if arr.size==0: raise DataError(f"{path}: the image has no pixels")
     return _to_rgb(_rescale(arr, path, rescale), path)
+
+# %% ../nbs/00_core.ipynb #1c690259
+def read_image_size(path:str|Path) -> tuple[int, int]:
+    "`(width, height)` of the image at `path`, from its header; `DataError` if missing, empty or not an image."
+    p = Path(path)
+    if not p.is_file(): raise DataError(f"{p}: no such image file")
+    if p.stat().st_size == 0: raise DataError(f"{p}: empty file (0 bytes)")
+    try:
+        if p.suffix.lower() in ('.tif', '.tiff'):
+            import tifffile
+            with tifffile.TiffFile(p) as t: return t.pages[0].imagewidth, t.pages[0].imagelength
+        with Image.open(p) as im: return im.size
+    except (OSError, ValueError, SyntaxError, IndexError, KeyError, EOFError, struct.error) as e:
+        raise DataError(f"{p}: cannot read the image header ({type(e).__name__}: {e})") from e
 
 # %% ../nbs/00_core.ipynb #de6ec4f5
 def _as_hwc(img):
@@ -222,7 +257,7 @@ def jsonable(o):
 
 @contextmanager
 def atomic_write(path:str|Path): # File to write; its folder is created
-    "Yield a temporary file beside `path` to write; it replaces `path` in one step if the block succeeds, else it is deleted."
+    "Yield a temporary file beside `path`; it replaces `path` in one step if the block succeeds, else is deleted."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd,tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp'); os.close(fd)
     mask = os.umask(0); os.umask(mask); os.chmod(tmp, 0o666 & ~mask)   # what `open` would give: mkstemp gives 0600
@@ -243,7 +278,8 @@ def load_json(path:str|Path):
     path = Path(path)
     if not path.exists(): raise DataError(f"{path}: no such file")
     try: return json.loads(path.read_text())
-    except json.JSONDecodeError as e: raise DataError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from e
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from e
 
 # %% ../nbs/00_core.ipynb #0735664b
 def rel_paths(o,                # A path, a string, or a dict/list/tuple holding them
@@ -259,3 +295,46 @@ def rel_paths(o,                # A path, a string, or a dict/list/tuple holding
     if shared == os.path.dirname(shared): return o       # only the root in common: keep it absolute
     r = os.path.relpath(o, start)
     return Path(r) if isinstance(o, Path) else r
+
+# %% ../nbs/00_core.ipynb #03505c46
+def short_list(ks:list, n:int=5) -> str:
+    "The first `n` of `ks`, comma-separated, and how many more there are."
+    return ', '.join(map(str, ks[:n])) + (f' (and {len(ks)-n} more)' if len(ks)>n else '')
+
+def _why(e):
+    "A one-line reason from a `torch.load` error: the unpickler's complaint rather than its advice on `weights_only`."
+    m = re.search(r'WeightsUnpickler error:\s*(.+?)\s*(?:\n\s*\n|Check the documentation|$)', str(e), re.S)
+    msg = m.group(1) if m else (str(e).strip().splitlines() or [''])[0]
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+
+_NO_UNPICKLE = "hemabook loads tensors only and never unpickles a file (unpickling can run any code hidden in it)"
+
+def load_tensors(path:str|Path,  # A file `torch.save` wrote
+                 device='cpu',   # Where the tensors go (`map_location`)
+                ):               # What the file holds: tensors in dicts, lists and numbers, nothing else
+    "`torch.load(path, weights_only=True)` onto `device`, with a `CheckpointError` that says why a file is refused."
+    path = Path(path)
+    if not path.exists(): raise CheckpointError(f"{path}: no such checkpoint file")
+    if not path.is_file(): raise CheckpointError(f"{path}: not a file")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message='Detected pickle protocol')
+            return torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:
+        if m := re.search(r'Unsupported global: GLOBAL (\S+)', str(e)):
+            raise CheckpointError(
+                f"{path}: the checkpoint holds Python objects such as {m.group(1)}; {_NO_UNPICKLE}. To convert a file "
+                f"you trust, allow just those classes while you load it once yourself and keep its tensors: "
+                f"`with torch.serialization.safe_globals([{m.group(1)}]): ck = torch.load(path, weights_only=True)`, "
+                "then `torch.save(<its state dict of tensors>, new_path)`, and give hemabook new_path") from e
+        if re.search(r'Unsupported operand|invalid load key', str(e)) and _is_pickle(path):
+            raise CheckpointError(
+                f"{path}: a plain Python pickle, not a torch file of tensors; {_NO_UNPICKLE}. To convert a file you "
+                "trust, open it with the program that wrote it and save the weights as a dict of tensors "
+                "(`torch.save(state_dict, new_path)`), then give hemabook new_path") from e
+        raise CheckpointError(f"{path}: cannot read the checkpoint (corrupt or not a torch file): {_why(e)}") from e
+
+def _is_pickle(path):
+    "Whether `path` starts like a pickle (protocol 2+ opcode PROTO, or protocol 0/1's '(' or '}')."
+    with open(path, 'rb') as f: head = f.read(2)
+    return head[:1] == b'\x80' and head[1:2] in b'\x02\x03\x04\x05' or head[:1] in (b'(', b'}', b']')

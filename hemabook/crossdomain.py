@@ -37,7 +37,8 @@ def make_classifier(name:str, seed:int=1234, n_train:int|None=None, n_classes:in
     if name not in CLASSIFIERS: raise ConfigError(f"classifier {name!r}: expected one of {', '.join(CLASSIFIERS)}")
     scaled = lambda c: make_pipeline(StandardScaler(), c)
     if name == 'rf':     # worker processes only pay off on large sets
-        clf = RandomForestClassifier(n_estimators=200, max_depth=16, random_state=seed, n_jobs=-1 if (n_train or 0) > 5000 else None)
+        clf = RandomForestClassifier(n_estimators=200, max_depth=16, random_state=seed,
+                                     n_jobs=-1 if (n_train or 0) > 5000 else None)
     elif name == 'svm_poly': clf = scaled(SVC(kernel='poly'))
     elif name == 'svm_rbf': clf = scaled(SVC(kernel='rbf'))
     elif name == 'logreg': clf = scaled(LogisticRegression(max_iter=500))
@@ -46,7 +47,9 @@ def make_classifier(name:str, seed:int=1234, n_train:int|None=None, n_classes:in
         clf = scaled(MLPClassifier(max_iter=1000, early_stopping=es, random_state=seed))
     else:
         try: from xgboost import XGBClassifier
-        except ImportError: raise ConfigError("classifier 'xgboost' needs the xgboost package: pip install 'hemabook[xgboost]'") from None
+        except ImportError:
+            raise ConfigError("classifier 'xgboost' needs the xgboost package: "
+                              "pip install 'hemabook[xgboost]'") from None
         clf = XGBClassifier(random_state=seed)
     return _Encoded(clf)
 
@@ -57,8 +60,8 @@ def cross_domain_eval(X:np.ndarray,     # N×d features (the latents)
                       folds:int=5,      # Stratified folds per source domain (BC-SAM: 5)
                       seed:int=1234,    # Seed of the folds and the classifiers (BC-SAM: 1234)
                       verbose:bool=True,# Log each fold
-                     ) -> tuple[pd.DataFrame, pd.DataFrame]: # (scores per classifier, direction and fold; predictions per cell)
-    "BC-SAM's protocol, both ways: stratified k-fold per source domain; accuracy on the held-out fold and on the whole other domain."
+                     ) -> tuple[pd.DataFrame, pd.DataFrame]: # (scores by classifier, direction, fold; cell predictions)
+    "BC-SAM's protocol both ways: stratified k-fold per source domain; accuracy on held-out folds and the other domain."
     from sklearn.metrics import accuracy_score, balanced_accuracy_score
     from sklearn.model_selection import StratifiedKFold
     X,y,d = np.asarray(X),np.asarray(labels).astype(str),np.asarray(domains).astype(str)
@@ -69,26 +72,31 @@ def cross_domain_eval(X:np.ndarray,     # N×d features (the latents)
     scores,preds = [],[]
     for src in doms:
         si = np.flatnonzero(d == src); counts = pd.Series(y[si]).value_counts()
-        if counts.max() < folds: raise ConfigError(f"{src}: folds={folds} but no class has {folds} cells ({counts.to_dict()})")
-        if counts.min() < folds: logger.warning("%s: classes with fewer cells than folds=%d: %s", src, folds, counts[counts < folds].to_dict())
+        if counts.max() < folds:
+            raise ConfigError(f"{src}: folds={folds} but no class has {folds} cells ({counts.to_dict()})")
+        if counts.min() < folds:
+            logger.warning("%s: classes with fewer cells than folds=%d: %s", src, folds,
+                           counts[counts < folds].to_dict())
         tgt = [t for t in doms if t != src][0]; ti = np.flatnonzero(d == tgt)
         skf = StratifiedKFold(folds, shuffle=True, random_state=seed)
         for k,(tr,te) in enumerate(skf.split(X[si], y[si])):
             for c in classifiers:
-                clf = make_classifier(c, seed, len(tr), y[si[tr]].size and len(set(y[si[tr]]))).fit(X[si[tr]], y[si[tr]])
+                clf = make_classifier(c, seed, len(tr),
+                                      y[si[tr]].size and len(set(y[si[tr]]))).fit(X[si[tr]], y[si[tr]])
                 for on,idx in ((src, si[te]), (tgt, ti)):
                     p = clf.predict(X[idx])
-                    with warnings.catch_warnings():    # predicting a class the target lacks is an error here, not a warning
+                    with warnings.catch_warnings():    # predicting a class the target lacks: error here, not warning
                         warnings.filterwarnings('ignore', 'y_pred contains classes not in y_true')
                         bal = balanced_accuracy_score(y[idx], p)
-                    scores.append(dict(classifier=c, train_on=src, test_on=on, fold=k, n=len(idx), accuracy=accuracy_score(y[idx], p),
-                                       balanced_accuracy=bal))
-                    preds.append(pd.DataFrame(dict(classifier=c, train_on=src, test_on=on, fold=k, index=idx, true=y[idx], pred=p)))
+                    scores.append(dict(classifier=c, train_on=src, test_on=on, fold=k, n=len(idx),
+                                       accuracy=accuracy_score(y[idx], p), balanced_accuracy=bal))
+                    preds.append(pd.DataFrame(dict(classifier=c, train_on=src, test_on=on, fold=k, index=idx,
+                                                   true=y[idx], pred=p)))
             if verbose: logger.info("%s fold %d/%d done", src, k+1, folds)
     return pd.DataFrame(scores),pd.concat(preds, ignore_index=True)
 
 def results_table(scores:pd.DataFrame, metric:str='accuracy') -> pd.DataFrame:
-    "The paper's layout: one row per classifier, `A→A`, `A→B`, `B→A`, `B→B` as mean and std over folds (in %), and their average."
+    "The paper's layout: a row per classifier; `A→A`, `A→B`, `B→A`, `B→B` as mean, std over folds (%); their average."
     doms = list(dict.fromkeys(scores['train_on']))
     a,b = doms
     cols = [(a, a), (a, b), (b, a), (b, b)]
@@ -105,7 +113,8 @@ def fmt_results(tab:pd.DataFrame) -> pd.DataFrame:
     out = {}
     for c in tab.columns:
         if c.endswith(' std'): continue
-        out[c] = [f"{m:.2f}±{s:.1f}" if f'{c} std' in tab else f"{m:.2f}" for m,s in zip(tab[c], tab.get(f'{c} std', tab[c]))]
+        out[c] = [f"{m:.2f}±{s:.1f}" if f'{c} std' in tab else f"{m:.2f}"
+                  for m,s in zip(tab[c], tab.get(f'{c} std', tab[c]))]
     return pd.DataFrame(out, index=tab.index)
 
 def majority_rate(labels) -> float:
@@ -124,8 +133,10 @@ def plot_confusion(preds:pd.DataFrame, classifier:str, train_on:str, test_on:str
     cm = cm/np.maximum(cm.sum(1, keepdims=True), 1)
     if ax is None: _,ax = plt.subplots(figsize=(0.5*len(classes) + 2, 0.5*len(classes) + 1.5))
     ax.imshow(cm, vmin=0, vmax=1, cmap='Blues')
-    for (i,j),v in np.ndenumerate(cm): ax.text(j, i, f'{v:.2f}', ha='center', va='center', fontsize=7, color='white' if v > .5 else 'black')
-    ax.set_xticks(range(len(classes)), classes, rotation=60, ha='right', fontsize=7); ax.set_yticks(range(len(classes)), classes, fontsize=7)
+    for (i,j),v in np.ndenumerate(cm):
+        ax.text(j, i, f'{v:.2f}', ha='center', va='center', fontsize=7, color='white' if v > .5 else 'black')
+    ax.set_xticks(range(len(classes)), classes, rotation=60, ha='right', fontsize=7)
+    ax.set_yticks(range(len(classes)), classes, fontsize=7)
     ax.set_xlabel('predicted'); ax.set_ylabel('true'); ax.set_title(f'{classifier}: {train_on} → {test_on}', fontsize=9)
     return ax
 

@@ -18,13 +18,13 @@ from fastai.callback.training import GradientClip
 from fastcore.basics import patch
 from segment_anything.modeling.common import LayerNorm2d
 
-from .core import ConfigError, DataError, logger, load_image
+from .core import ConfigError, DataError, eval_mode, load_image, logger, model_device
 from .sam.model import build_sam
 from .data.det import DetDataset, det_collate
 from .data.seg import image_tensor, instance_label_image, show_masks
 from .metrics import inst_metrics, inst_table
-from .train import hb_learner, _model_device
-from .attridet import DetLoss, DetMAP, DetTargets, _loss_mode, _map50, make_detector
+from .train import hb_learner
+from .detection import DetLoss, DetMAP, DetTargets, loss_mode, make_detector, map50
 
 # %% auto #0
 __all__ = ['DESSAM_WEIGHTS', 'KINDS', 'rgb_to_lab', 'colour_affinity', 'pairwise_loss', 'projection_loss', 'levelset_loss',
@@ -63,9 +63,9 @@ def pairwise_loss(logits:torch.Tensor,  # n×1×H×W mask logits
                   inside:torch.Tensor,  # n×H×W bool: pixels inside the box
                   dilation:int=2,       # As for `aff`
                   thresh:float=.3,      # Pairs with a lower affinity are left out
-                  both:bool=False,      # Keep only pairs with both pixels in the box; False: the centre pixel in the box (BoxInst)
+                  both:bool=False,      # Only pairs with both pixels in the box; False: centre pixel in it (BoxInst)
                  ) -> torch.Tensor:
-    "BoxInst's pairwise term: mean −log P(same label) over similar-coloured neighbour pairs whose centre pixel is in the box."
+    "BoxInst's pairwise term: mean −log P(same label) over similar-coloured neighbour pairs, centre pixel in the box."
     lf,lb = F.logsigmoid(logits), F.logsigmoid(-logits)
     same = torch.logaddexp(lf[:, :, None] + _unfold8(lf, dilation), lb[:, :, None] + _unfold8(lb, dilation))[:, 0]
     w = (aff >= thresh) & inside[:, None]
@@ -77,7 +77,7 @@ def pairwise_loss(logits:torch.Tensor,  # n×1×H×W mask logits
 def projection_loss(prob:torch.Tensor,   # n×1×H×W mask probabilities
                     inside:torch.Tensor, # n×H×W bool box masks on the same grid
                    ) -> torch.Tensor:
-    "BoxInst's projection term: Dice of the mask's max-projections on x and y with the box's, summed over the axes, mean over masks."
+    "BoxInst's projection term: Dice of mask and box max-projections on x and y, summed over axes, mean over masks."
     def dice(p, t): return 1 - 2*(p*t).sum(-1) / ((p*p).sum(-1) + (t*t).sum(-1)).clamp_min(1e-6)
     p,t = prob[:, 0], inside.float()
     return (dice(p.amax(1), t.amax(1)) + dice(p.amax(2), t.amax(2))).mean()
@@ -85,7 +85,7 @@ def projection_loss(prob:torch.Tensor,   # n×1×H×W mask probabilities
 # %% ../nbs/60_dessam.ipynb #18a7035a
 def levelset_loss(prob:torch.Tensor,   # n×1×H×W mask probabilities
                   img:torch.Tensor,    # n×C×H×W image crops (DES-SAM: RGB on the 0–255 scale)
-                  inside:torch.Tensor|None=None, # n×H×W bool box masks: pixels outside count as background; None: the plain energy
+                  inside:torch.Tensor|None=None, # n×H×W box masks: outside pixels are background; None: plain energy
                  ) -> torch.Tensor:
     "Chan–Vese energy of the soft masks on their crops, per pixel and channel, mean over masks."
     fg = prob if inside is None else prob*inside[:, None]
@@ -107,19 +107,21 @@ def distill_loss(student:torch.Tensor,  # n×1×h×w student mask logits
 
 # %% ../nbs/60_dessam.ipynb #cb24c93b
 class SamFPN(nn.Module):
-    "ViTDet's simple feature pyramid on a SAM image encoder's embedding: stride 4, 8, 16, 32 and 'pool' maps for torchvision's detectors."
+    "ViTDet's simple feature pyramid on a SAM encoder's embedding: stride 4–32 + 'pool' maps for torchvision detectors."
     fpn_strides = (4, 8, 16, 32)
     def __init__(self, encoder:nn.Module,     # SAM's `ImageEncoderViT`
-                 mean:tuple, std:tuple,       # Input normalisation on the [0, 1] scale (the detector's transform applies it)
+                 mean:tuple, std:tuple,       # Input normalisation on [0, 1] (the detector's transform applies it)
                  out_channels:int=256,        # Channels of every level
                 ):
         super().__init__()
         self.encoder = encoder; c = encoder.neck[0].out_channels
         self.scales = nn.ModuleList([
-            nn.Sequential(nn.ConvTranspose2d(c, c//2, 2, 2), LayerNorm2d(c//2), nn.GELU(), nn.ConvTranspose2d(c//2, c//4, 2, 2)),
+            nn.Sequential(nn.ConvTranspose2d(c, c//2, 2, 2), LayerNorm2d(c//2), nn.GELU(),
+                          nn.ConvTranspose2d(c//2, c//4, 2, 2)),
             nn.ConvTranspose2d(c, c//2, 2, 2), nn.Identity(), nn.MaxPool2d(2)])
         self.outs = nn.ModuleList([nn.Sequential(nn.Conv2d(i, out_channels, 1, bias=False), LayerNorm2d(out_channels),
-                                                 nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False), LayerNorm2d(out_channels))
+                                                 nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+                                                 LayerNorm2d(out_channels))
                                    for i in (c//4, c//2, c, c)])
         self.out_channels,self.mean,self.std,self.embed = out_channels,tuple(mean),tuple(std),None
 
@@ -132,20 +134,20 @@ class SamFPN(nn.Module):
 
 # %% ../nbs/60_dessam.ipynb #f65241e7
 class DesSAM(nn.Module):
-    "DES-SAM: a Faster R-CNN on SAM's embedding, SAM's box-prompted decoder with a learned prompt token (student), the original decoder (teacher)."
+    "DES-SAM: Faster R-CNN on SAM's embedding; a box-prompted student decoder (learned token) and teacher (original)."
     def __init__(self, sam:nn.Module,            # A `segment_anything` `Sam` (e.g. `build_sam`), square input
                  fpn_channels:int=256,           # Channels of the feature pyramid
                  frozen:bool=True,               # Freeze SAM (encoder, prompt encoder, decoder): the paper's recipe
-                 anchor:float|None=None,         # Smallest anchor side in pixels; None: input side / 32 (32 px at 1024, as DES-SAM)
-                 score_thresh:float=.05,         # Detections kept above this score (low, so AP sees the ranking; `predict_instances` thresholds again)
+                 anchor:float|None=None,         # Smallest anchor side; None: input side / 32 (32 px at 1024, DES-SAM)
+                 score_thresh:float=.05,         # Detections kept above this score (low: see above)
                  detections_per_img:int=300,     # Detections kept per image (nuclei are many)
                  weights:dict|None=None,         # Loss weights, updating `DESSAM_WEIGHTS`
                  roi:int=32,                     # Side of the RoI crops the mask losses read (DES-SAM: 72 at 1024 px)
-                 margin:float=.25,               # Crop window: the ground-truth box grown by this fraction of its size on each side
+                 margin:float=.25,               # Crop: the gt box grown by this fraction of its size on each side
                  max_rois:int=16,                # Positive RoIs per image that the mask losses read
                  dilation:int=2,                 # Neighbour distance of the pairwise term
                  distill:str='soft',             # 'soft' (σ of the teacher's logits) or 'hard' (logits > 0)
-                 pairs:str='centre',             # Pairwise pairs: 'centre' (centre pixel in the box, BoxInst) or 'both' (both pixels)
+                 pairs:str='centre',             # Pairwise term: 'centre' pixel in the box (BoxInst) or 'both' pixels
                 ):
         super().__init__()
         sz = sam.image_encoder.img_size
@@ -164,7 +166,8 @@ class DesSAM(nn.Module):
         bad = set(weights or {}) - set(DESSAM_WEIGHTS)
         if bad: raise ConfigError(f"weights: unknown terms {sorted(bad)}; expected some of {list(DESSAM_WEIGHTS)}")
         self.weights = {**DESSAM_WEIGHTS, **(weights or {})}
-        self.sz,self.frozen,self.roi,self.margin,self.max_rois,self.dilation,self.distill = sz,frozen,roi,margin,max_rois,dilation,distill
+        self.sz,self.frozen,self.roi,self.margin = sz,frozen,roi,margin
+        self.max_rois,self.dilation,self.distill = max_rois,dilation,distill
         self.pairs = pairs
 
     def decode(self, emb:torch.Tensor,      # 1×C×g×g image embedding
@@ -174,8 +177,9 @@ class DesSAM(nn.Module):
         "Box-prompted mask logits of the student (or the teacher) on one image's embedding."
         sparse,dense = self.prompt_encoder(points=None, boxes=boxes, masks=None)
         if not teacher: sparse = torch.cat([self.prompt_token.weight.expand(len(boxes), 1, -1), sparse], 1)
-        m,_ = (self.teacher if teacher else self.decoder)(image_embeddings=emb, image_pe=self.prompt_encoder.get_dense_pe(),
-              sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False)
+        m,_ = (self.teacher if teacher else self.decoder)(
+            image_embeddings=emb, image_pe=self.prompt_encoder.get_dense_pe(), sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense, multimask_output=False)
         return m
 
 # %% ../nbs/60_dessam.ipynb #7b15ab97
@@ -189,7 +193,7 @@ def _expand(b, margin, sz):
 
 @patch
 def _rois(self:DesSAM, props:list, gts:list) -> list:
-    "Per image: up to `max_rois` (prompt box, assigned ground-truth box) pairs from the proposals and the ground truth, IoU ≥ 0.5."
+    "Per image: up to `max_rois` (prompt, assigned ground-truth box) pairs from proposals and ground truth, IoU ≥ 0.5."
     out = []
     for p,g in zip(props, gts):
         if not len(g): out.append((g.new_zeros((0, 4)), g.new_zeros((0, 4)))); continue
@@ -216,15 +220,19 @@ def mask_losses(self:DesSAM, images:torch.Tensor,  # B×3×sz×sz in [0, 1]
     "The student's mask losses on RoI crops: pairwise, level set, projection and (with a teacher) distillation."
     w,rois = self.weights,self._rois(props, gts)
     keep = [i for i,(b,_) in enumerate(rois) if len(b)]
-    names = [k for k in ('pairwise', 'levelset', 'projection') if w[k]] + (['distill_bce', 'distill_dice'] if w['distill_bce'] or w['distill_dice'] else [])
+    names = ([k for k in ('pairwise', 'levelset', 'projection') if w[k]]
+             + (['distill_bce', 'distill_dice'] if w['distill_bce'] or w['distill_dice'] else []))
     if not keep: return {k: emb.sum()*0 for k in names}
     S = torch.cat([self.decode(emb[i:i+1], rois[i][0]) for i in keep])
     idx = torch.cat([torch.full((len(rois[i][0]), 1), float(i), device=emb.device) for i in keep])
     g = torch.cat([rois[i][1] for i in keep]); win = _expand(g, self.margin, self.sz); R = self.roi
-    lg = roi_align(S, torch.cat([torch.arange(len(S), device=S.device)[:, None].float(), win], 1), R, S.shape[-1]/self.sz, 2, True)
+    lg = roi_align(S, torch.cat([torch.arange(len(S), device=S.device)[:, None].float(), win], 1),
+                   R, S.shape[-1]/self.sz, 2, True)
     img = roi_align(images, torch.cat([idx, win], 1), R, 1., 2, True)
     inside,prob,out = _box_grid(win, g, R),torch.sigmoid(lg),{}
-    if w['pairwise']: out['pairwise'] = pairwise_loss(lg, colour_affinity(rgb_to_lab(img.clamp(0, 1)), self.dilation), inside, self.dilation, both=self.pairs == 'both')
+    if w['pairwise']:
+        out['pairwise'] = pairwise_loss(lg, colour_affinity(rgb_to_lab(img.clamp(0, 1)), self.dilation), inside,
+                                        self.dilation, both=self.pairs == 'both')
     if w['levelset']: out['levelset'] = levelset_loss(prob, img*255, inside)
     if w['projection']: out['projection'] = projection_loss(prob, inside)
     if 'distill_bce' in names:
@@ -235,7 +243,7 @@ def mask_losses(self:DesSAM, images:torch.Tensor,  # B×3×sz×sz in [0, 1]
 # %% ../nbs/60_dessam.ipynb #b5f54ee8
 @patch
 def loss_terms(self:DesSAM, images:torch.Tensor, targets:list) -> dict:
-    "The detector's losses (RPN and RoI head) and the mask terms, for images in [0, 1] and targets with `boxes` (input pixels)."
+    "The detector's (RPN, RoI head) and mask losses, for images in [0, 1] and targets with `boxes` (input pixels)."
     tg = [dict(boxes=t['boxes'].float(), labels=t['labels'].long() + 1) for t in targets]
     il,tg = self.det.transform(list(images), tg)
     feats = self.det.backbone(il.tensors)
@@ -244,33 +252,32 @@ def loss_terms(self:DesSAM, images:torch.Tensor, targets:list) -> dict:
     return {**rpn, **roi, **self.mask_losses(images, self.backbone.embed, props, [t['boxes'] for t in tg])}
 
 @patch
-@torch.no_grad()
 def detect(self:DesSAM, images:torch.Tensor,  # B×3×sz×sz in [0, 1]
            boxes:list|None=None,               # Per-image n×4 boxes to prompt with instead of detecting
-           masks:tuple=('student',),           # Which mask logits to add: 'student' (`mask_logits`), 'teacher' (`teacher_logits`)
-          ) -> list:                           # Per image: boxes, scores, labels (0-based) and the mask logits asked for
+           masks:tuple=('student',),           # 'student' (adds `mask_logits`) and/or 'teacher' (`teacher_logits`)
+          ) -> list:                           # Per image: boxes, scores, labels (0-based), the mask logits asked for
     "Detections (or the given boxes) with box-prompted mask logits, n×1×sz/4×sz/4 over the whole input."
-    was = self.training; self.eval()
-    try:
+    with eval_mode(self):
         if boxes is None:
             dets = self.det(list(images))
             for d in dets: d['labels'] = d['labels'] - 1
         else:
             self.backbone(self.det.transform(list(images))[0].tensors)
-            dets = [dict(boxes=b.float(), scores=b.new_ones(len(b)), labels=torch.zeros(len(b), dtype=torch.long, device=b.device)) for b in boxes]
+            dets = [dict(boxes=b.float(), scores=b.new_ones(len(b)),
+                         labels=torch.zeros(len(b), dtype=torch.long, device=b.device)) for b in boxes]
         emb,m = self.backbone.embed,self.sz//4
         for i,d in enumerate(dets):
             for kind,key in (('student', 'mask_logits'), ('teacher', 'teacher_logits')):
-                if kind in masks: d[key] = self.decode(emb[i:i+1], d['boxes'], kind == 'teacher') if len(d['boxes']) else emb.new_zeros((0, 1, m, m))
-    finally: self.train(was)
+                if kind in masks: d[key] = (self.decode(emb[i:i+1], d['boxes'], kind == 'teacher')
+                                            if len(d['boxes']) else emb.new_zeros((0, 1, m, m)))
     return dets
 
 @patch
 def forward(self:DesSAM, images:torch.Tensor, targets:list|None=None):
-    "Training: the loss dict. Eval with targets: the loss dict (eval-mode layers) and the detections (boxes only). Eval alone: detections with masks."
+    "Training: loss dict. Eval with targets: losses (eval-mode layers), box-only detections; alone: detections + masks."
     if self.training: return dict(losses=self.loss_terms(images, targets))
     if targets is None: return self.detect(images)
-    with _loss_mode(self), torch.no_grad(): losses = self.loss_terms(images, targets)
+    with loss_mode(self), torch.no_grad(): losses = self.loss_terms(images, targets)
     return dict(losses=losses, dets=self.detect(images, masks=()))
 
 # %% ../nbs/60_dessam.ipynb #6c8560d2
@@ -287,22 +294,28 @@ def dessam_model(arch:str|dict='vit_b',      # SAM architecture (`SAM_ARCHS`), '
     w = {**DESSAM_WEIGHTS, **(weights or {})}
     if checkpoint is None:
         if weights and (weights.get('distill_bce') or weights.get('distill_dice')):
-            raise ConfigError("distillation needs a SAM checkpoint: a randomly initialised teacher knows nothing; set the distill weights to 0 or give `checkpoint`")
+            raise ConfigError("distillation needs a SAM checkpoint: a randomly initialised teacher knows nothing; "
+                              "set the distill weights to 0 or give `checkpoint`")
         w.update(distill_bce=0., distill_dice=0.)
         if 'levelset' not in (weights or {}): w['levelset'] = .03     # without a teacher the level set carves the masks
     m = DesSAM(build_sam(arch, sz, norm='sam', checkpoint=checkpoint), fpn_channels, frozen, weights=w, **kwargs)
-    note = ("DES-SAM recipe: frozen SAM, learned prompt token, teacher distillation" if checkpoint is not None and frozen else
-            "SAM checkpoint given but not frozen: SAM trains with the detector, by request" if checkpoint is not None else
+    note = ("DES-SAM recipe: frozen SAM, learned prompt token, teacher distillation"
+            if checkpoint is not None and frozen else
+            "SAM checkpoint given but not frozen: SAM trains with the detector, by request"
+            if checkpoint is not None else
             "no SAM checkpoint: the randomly initialised SAM trains whole from the box losses (pairwise, level set, "
-            "projection) and the detector's; distillation is off (weight 0) because a random teacher knows nothing; not the paper's recipe")
-    if checkpoint is None and 'levelset' not in (weights or {}): note += "; level-set weight 0.03 (DES-SAM's 0.001 left the masks filling their boxes)"
-    m.recipe = dict(arch=arch if isinstance(arch, str) else 'custom', sz=sz, checkpoint=None if checkpoint is None else str(checkpoint),
+            "projection) and the detector's; distillation is off (weight 0) because a random teacher knows nothing; "
+            "not the paper's recipe")
+    if checkpoint is None and 'levelset' not in (weights or {}):
+        note += "; level-set weight 0.03 (DES-SAM's 0.001 left the masks filling their boxes)"
+    m.recipe = dict(arch=arch if isinstance(arch, str) else 'custom', sz=sz,
+                    checkpoint=None if checkpoint is None else str(checkpoint),
                     frozen=bool(frozen), weights=dict(m.weights), note=note)
     if checkpoint is None: logger.warning("dessam_model: %s", note)
     return m
 
 # %% ../nbs/60_dessam.ipynb #8567acb9
-def dessam_learner(dls,                      # From `det_dls` on an instance table (boxes and labels; masks are not read)
+def dessam_learner(dls,                      # From `det_dls` on an instance table (boxes and labels; masks unread)
                    model:DesSAM,
                    clip:float|None=10.,      # Gradient-norm clip; None: none
                    cbs:list|None=None,       # More callbacks
@@ -310,7 +323,8 @@ def dessam_learner(dls,                      # From `det_dls` on an instance tab
                   ):
     "A learner that trains DES-SAM's detector and mask branch jointly from boxes, validating loss and box AP@0.5."
     cbs = [DetTargets()] + ([GradientClip(clip)] if clip else []) + list(cbs or [])
-    return hb_learner(dls, model, loss_func=DetLoss(weights=dict(model.weights)), metrics=[DetMAP(1)], cbs=cbs, **kwargs)
+    return hb_learner(dls, model, loss_func=DetLoss(weights=dict(model.weights)), metrics=[DetMAP(1)], cbs=cbs,
+                      **kwargs)
 
 # %% ../nbs/60_dessam.ipynb #5a9919b4
 def clean_mask(m:np.ndarray,   # H×W bool mask
@@ -331,7 +345,8 @@ def _order(boxes, scores):
 
 def _win(b, pad, h, w):
     x0,y0,x1,y1 = b; px,py = pad*(x1 - x0), pad*(y1 - y0)
-    return int(max(0, np.floor(y0 - py))), int(min(h, np.ceil(y1 + py))), int(max(0, np.floor(x0 - px))), int(min(w, np.ceil(x1 + px)))
+    return (int(max(0, np.floor(y0 - py))), int(min(h, np.ceil(y1 + py))),
+            int(max(0, np.floor(x0 - px))), int(min(w, np.ceil(x1 + px))))
 
 def instance_labels(logits:torch.Tensor,  # n×1×m×m mask logits over the whole (square) model input
                     boxes,                 # n×4 xyxy boxes in output pixels
@@ -345,7 +360,8 @@ def instance_labels(logits:torch.Tensor,  # n×1×m×m mask logits over the whol
     "Paste box-prompted masks into one instance label image at the original size."
     h,w = shape; lbl = np.zeros((h, w), np.int32); b = np.asarray(boxes, float).reshape(-1, 4)
     if not len(b): return lbl
-    fg = np.concatenate([(torch.sigmoid(F.interpolate(logits[i:i+chunk].float(), size=(h, w), mode='bilinear', align_corners=False))[:, 0] > thr).cpu().numpy()
+    fg = np.concatenate([(torch.sigmoid(F.interpolate(logits[i:i+chunk].float(), size=(h, w), mode='bilinear',
+                                                      align_corners=False))[:, 0] > thr).cpu().numpy()
                          for i in range(0, len(b), chunk)])
     for k in _order(b, scores):
         y0,y1,x0,x1 = _win(b[k], pad, h, w)
@@ -361,7 +377,8 @@ def box_labels(boxes,          # n×4 xyxy boxes in pixels (right and bottom exc
     h,w = shape; lbl = np.zeros((h, w), np.int32); b = np.asarray(boxes, float).reshape(-1, 4)
     for k in _order(b, scores):
         x0,y0,x1,y1 = b[k]
-        lbl[int(max(0, np.floor(y0))):int(min(h, np.ceil(y1))), int(max(0, np.floor(x0))):int(min(w, np.ceil(x1)))] = k + 1
+        lbl[int(max(0, np.floor(y0))):int(min(h, np.ceil(y1))),
+            int(max(0, np.floor(x0))):int(min(w, np.ceil(x1)))] = k + 1
     return lbl
 
 # %% ../nbs/60_dessam.ipynb #3d5506eb
@@ -377,47 +394,56 @@ def predict_instances(model:DesSAM|None,  # A trained model; None when only ('gt
                       score_thr:float=.5, # Detections below this score are dropped (DES-SAM's code: 0.55)
                       min_area:int=0,     # `clean_mask`'s area, in original pixels
                       pad:float=0.,       # Masks are cut to their box grown by this fraction
-                     ) -> dict:           # {path: {kind name: label image, 'dets': (boxes n×4, scores n) in original pixels}}
+                     ) -> dict:           # {path: {kind: label image, 'dets': (boxes n×4, scores n), original pixels}}
     "Instance label images of every image of `df` for each of `kinds`, from one pass of the model."
     for b,mk in kinds:
         if b not in ('detect', 'gt') or mk not in ('student', 'teacher', 'box'):
-            raise ConfigError(f"kind {(b, mk)}: expected boxes 'detect' or 'gt' and masks 'student', 'teacher' or 'box'")
+            raise ConfigError(f"kind {(b, mk)}: "
+                              "expected boxes 'detect' or 'gt' and masks 'student', 'teacher' or 'box'")
     needs = {mk for _,mk in kinds if mk != 'box'}
     if model is None and (needs or any(b == 'detect' for b,_ in kinds)): raise ConfigError("these kinds need a model")
     sz = model.sz if model is not None else 256
-    ds = DetDataset(df, ['nucleus'] if not df['label'].notna().any() else sorted(df['label'].dropna().unique()), sz, attrs=[])
+    ds = DetDataset(df, ['nucleus'] if not df['label'].notna().any() else sorted(df['label'].dropna().unique()), sz,
+                    attrs=[])
     dl = torch.utils.data.DataLoader(ds, batch_size=bs, collate_fn=det_collate)
-    dev = _model_device(model) if model is not None else torch.device('cpu')
+    dev = model_device(model) if model is not None else torch.device('cpu')
     meta = df.drop_duplicates('path').set_index('path'); out,k = {},0
     for xb,yb in dl:
         xb,runs = xb.to(dev),{}
         for src in {b for b,_ in kinds}:
-            if model is None: runs[src] = [dict(boxes=t['boxes'], scores=torch.ones(len(t['boxes']))) for t in yb]; continue
+            if model is None:
+                runs[src] = [dict(boxes=t['boxes'], scores=torch.ones(len(t['boxes']))) for t in yb]; continue
             runs[src] = model.detect(xb, None if src == 'detect' else [t['boxes'].to(dev) for t in yb], tuple(needs))
         for j in range(len(xb)):
             p = ds.items[k][0]; k += 1; h,w = int(meta.loc[p, 'height']), int(meta.loc[p, 'width'])
             sc = torch.tensor([w/sz, h/sz]*2); res = {}
             for src,dets in runs.items():
-                d = dets[j]; keep = (d['scores'] >= score_thr).cpu() if src == 'detect' else torch.ones(len(d['boxes']), dtype=torch.bool)
+                d = dets[j]; keep = ((d['scores'] >= score_thr).cpu() if src == 'detect' else
+                                     torch.ones(len(d['boxes']), dtype=torch.bool))
                 bx,s = d['boxes'].cpu()[keep]*sc, d['scores'].cpu()[keep]
                 if src == 'detect': res['dets'] = (d['boxes'].cpu().numpy()*sc.numpy(), d['scores'].cpu().numpy())
                 for b,mk in kinds:
                     if b != src: continue
-                    if mk == 'box': res[_kind((b, mk))] = box_labels(bx.numpy(), (h, w), s.numpy() if src == 'detect' else None)
+                    if mk == 'box':
+                        res[_kind((b, mk))] = box_labels(bx.numpy(), (h, w), s.numpy() if src == 'detect' else None)
                     else:
                         lg = d['mask_logits' if mk == 'student' else 'teacher_logits'][keep.to(d['boxes'].device)]
-                        res[_kind((b, mk))] = instance_labels(lg, bx.numpy(), (h, w), s.numpy() if src == 'detect' else None, min_area=min_area, pad=pad)
+                        res[_kind((b, mk))] = instance_labels(lg, bx.numpy(), (h, w),
+                                                              s.numpy() if src == 'detect' else None,
+                                                              min_area=min_area, pad=pad)
             out[p] = res
     return out
 
 # %% ../nbs/60_dessam.ipynb #7c16bd20
 def gt_labels(df:pd.DataFrame) -> dict:
-    "{path: ground-truth instance label image} of an instance table; every nucleus row needs its mask (`rle` or `mask_path`)."
+    "{path: ground-truth instance label image} of an instance table; each nucleus needs a mask (`rle` or `mask_path`)."
     out = {}
     for p,g in df.groupby('path', sort=False):
         g = g[g['label'].notna()]
         miss = g['rle'].isna() & g['mask_path'].isna() if len(g) else pd.Series(dtype=bool)
-        if miss.any(): raise DataError(f"{p}: {int(miss.sum())} nuclei have no mask; evaluation needs masks (`rle` or `mask_path`)")
+        if miss.any():
+            raise DataError(f"{p}: {int(miss.sum())} nuclei have no mask; "
+                            "evaluation needs masks (`rle` or `mask_path`)")
         h,w = int(df.loc[df['path'] == p, 'height'].iloc[0]), int(df.loc[df['path'] == p, 'width'].iloc[0])
         out[p] = instance_label_image(g) if len(g) else np.zeros((h, w), np.int32)
     return out
@@ -425,10 +451,10 @@ def gt_labels(df:pd.DataFrame) -> dict:
 def evaluate(model:DesSAM|None,      # A trained model (None: only the ground-truth filled-box baseline)
              df:pd.DataFrame,        # Instance table with masks: the test images
              kinds:tuple=KINDS,      # As for `predict_instances`
-             min_area:int=0,         # Predicted instances under this area are removed before scoring (DES-SAM: 70 at 1024 px)
+             min_area:int=0,         # Predicted instances smaller than this are removed (DES-SAM: 70 px at 1024 px)
              **kwargs,               # Passed to `predict_instances` (bs, score_thr, pad)
             ) -> dict:               # summary (kinds × mean metrics), tables {kind: `inst_table`}, box_ap50, preds
-    "Nucleus instance metrics (AJI, DQ/SQ/PQ, pixel F1, object Dice) of every kind on the images of `df`, and box AP@0.5."
+    "Nucleus instance metrics (AJI, DQ/SQ/PQ, pixel F1, object Dice) of every kind on `df`'s images, and box AP@0.5."
     gts = gt_labels(df)
     preds = predict_instances(model, df, kinds, min_area=min_area, **kwargs)
     names = [_kind(k) for k in kinds]
@@ -437,9 +463,11 @@ def evaluate(model:DesSAM|None,      # A trained model (None: only the ground-tr
     summary.index.name = 'masks | boxes'
     ap = float('nan')
     if any(b == 'detect' for b,_ in kinds):
-        boxes = {p: g[g['label'].notna()][['x0', 'y0', 'x1', 'y1']].to_numpy(float) for p,g in df.groupby('path', sort=False)}
-        ap = _map50([(boxes[p], np.zeros(len(boxes[p]), int)) for p in gts],
-                    [(preds[p]['dets'][0], preds[p]['dets'][1], np.zeros(len(preds[p]['dets'][1]), int)) for p in gts], 1)
+        boxes = {p: g[g['label'].notna()][['x0', 'y0', 'x1', 'y1']].to_numpy(float)
+                 for p,g in df.groupby('path', sort=False)}
+        ap = map50([(boxes[p], np.zeros(len(boxes[p]), int)) for p in gts],
+                    [(preds[p]['dets'][0], preds[p]['dets'][1], np.zeros(len(preds[p]['dets'][1]), int))
+                    for p in gts], 1)
     return dict(summary=summary, tables=tables, box_ap50=ap, preds=preds)
 
 # %% ../nbs/60_dessam.ipynb #e3f606b0
@@ -452,8 +480,10 @@ def image_split(df:pd.DataFrame,      # Instance table
     paths = df['path'].drop_duplicates().to_numpy().copy(); np.random.default_rng(seed).shuffle(paths)
     n = len(paths); nt,nv = (max(1, round(f*n)) if f > 0 else 0 for f in (test_pct, valid_pct))
     if n - nt - nv < 1:
-        raise ConfigError(f"image_split: {n} images cannot give {valid_pct:.0%} valid and {test_pct:.0%} test with a training image left")
-    split = dict.fromkeys(paths[:nt], 'test') | dict.fromkeys(paths[nt:nt+nv], 'valid') | dict.fromkeys(paths[nt+nv:], 'train')
+        raise ConfigError(f"image_split: {n} images cannot give {valid_pct:.0%} valid and {test_pct:.0%} test "
+                          "with a training image left")
+    split = (dict.fromkeys(paths[:nt], 'test') | dict.fromkeys(paths[nt:nt+nv], 'valid')
+             | dict.fromkeys(paths[nt+nv:], 'train'))
     out = df.copy(); out['split'] = out['path'].map(split); out.attrs = dict(df.attrs)
     return out
 
@@ -465,7 +495,8 @@ def show_instances(img,                    # Image path or array
     "Instance label images over the same image, one panel each; returns the axes."
     import matplotlib.pyplot as plt
     img = load_image(img) if not isinstance(img, np.ndarray) else img
-    fig,axs = plt.subplots(1, len(labels), figsize=(size*len(labels), size*img.shape[0]/img.shape[1] + .4), squeeze=False)
+    fig,axs = plt.subplots(1, len(labels), figsize=(size*len(labels), size*img.shape[0]/img.shape[1] + .4),
+                           squeeze=False)
     for ax,(t,l) in zip(axs[0], labels.items()): show_masks(img, l, ax=ax, title=f'{t} ({len(np.unique(l)) - 1})')
     fig.tight_layout()
     return axs[0]
@@ -479,7 +510,9 @@ def show_teacher_student(model:DesSAM,     # A model
     img = load_image(img) if not isinstance(img, np.ndarray) else img
     h,w = img.shape[:2]; sz = model.sz; b = np.asarray(boxes, float).reshape(-1, 4)
     x = image_tensor(img, sz)[None]                  # bilinear, as `DetDataset` feeds training
-    d = model.detect(x.to(_model_device(model)), [torch.as_tensor(b*[sz/w, sz/h]*2, dtype=torch.float32, device=_model_device(model))], ('student', 'teacher'))[0]
+    d = model.detect(x.to(model_device(model)),
+                     [torch.as_tensor(b*[sz/w, sz/h]*2, dtype=torch.float32, device=model_device(model))],
+                     ('student', 'teacher'))[0]
     ls = {'boxes': box_labels(b, (h, w)), 'teacher': instance_labels(d['teacher_logits'], b, (h, w)),
           'student': instance_labels(d['mask_logits'], b, (h, w))}
     return show_instances(img, ls, size)

@@ -21,7 +21,7 @@ from fastai.optimizer import Adam
 from fastai.torch_core import get_model
 from PIL import Image
 
-from .core import CheckpointError, ConfigError, DataError, load_image, logger
+from .core import CheckpointError, ConfigError, DataError, eval_mode, load_image, logger
 from .data.core import note_dropped
 from .train import hb_learner, load_weights, PreciseBN
 
@@ -53,7 +53,8 @@ def split_table(df:pd.DataFrame,          # A classification tidy table
     "`df` with a fresh train/valid/test `split`, class by class so that rare types reach every part."
     if len(fracs)!=3 or abs(sum(fracs)-1) > 1e-6 or min(fracs) < 0:
         raise ConfigError(f"fracs={fracs}: expected three non-negative shares (train, valid, test) summing to 1")
-    if label_col not in df: raise ConfigError(f"label_col={label_col!r} is not a column; columns are {', '.join(df.columns)}")
+    if label_col not in df:
+        raise ConfigError(f"label_col={label_col!r} is not a column; columns are {', '.join(df.columns)}")
     rng = np.random.default_rng(seed)
     labels = df[label_col].astype(str).to_numpy() if stratify else np.zeros(len(df), dtype=str)
     split = np.empty(len(df), dtype=object)
@@ -79,14 +80,16 @@ def target_pools(df:pd.DataFrame,        # The few-shot data set's table, e.g. `
                  min_support:int=1,      # A class with fewer support images (or no query) is dropped and counted
                  label_col:str='label',  # Column holding the classes
                 ) -> tuple[pd.DataFrame, pd.DataFrame]: # (support pool, queries)
-    "Where supports are drawn from and what is classified: C-NMC's fold 0 and preliminary test set, else a per-class split."
+    "The support pool and the queries: C-NMC's fold 0 and preliminary test set, else a per-class split."
     if 'fold' in df and df['fold'].notna().any() and (df.get('split')=='test').any():
         if not (df['fold']==support_fold).any():
-            raise ConfigError(f"support_fold={support_fold}: the table has folds {sorted(df['fold'].dropna().unique())}")
+            raise ConfigError(f"support_fold={support_fold}: "
+                              f"the table has folds {sorted(df['fold'].dropna().unique())}")
         sup,qry = df[df['fold']==support_fold], df[df['split']=='test']
     else:
         if not 0 < support_frac < 1: raise ConfigError(f"support_frac={support_frac}: expected a share between 0 and 1")
-        s,q = _per_class_split(df[label_col].astype(str).to_numpy(), (support_frac, 1-support_frac), np.random.default_rng(seed))
+        s,q = _per_class_split(df[label_col].astype(str).to_numpy(), (support_frac, 1-support_frac),
+                               np.random.default_rng(seed))
         sup,qry = df.iloc[s], df.iloc[q]
     ns,nq = sup[label_col].value_counts(), qry[label_col].value_counts()
     rare = sorted(c for c in set(ns.index) | set(nq.index) if ns.get(c, 0) < min_support or nq.get(c, 0)==0)
@@ -110,14 +113,16 @@ class CellImages(Dataset):
                 ):
         self.paths = [str(p) for p in paths]
         self.labels = np.full(len(self.paths), -1) if labels is None else np.asarray(labels, dtype=int)
-        if len(self.labels)!=len(self.paths): raise ConfigError(f"{len(self.paths)} paths but {len(self.labels)} labels")
+        if len(self.labels)!=len(self.paths):
+            raise ConfigError(f"{len(self.paths)} paths but {len(self.labels)} labels")
         self.sz = sz
         if preload=='auto': preload = len(self.paths)*sz*sz*3 < 2**30
         self.pixels = np.stack([_resize(load_image(p), sz) for p in self.paths]) if preload and self.paths else None
     def __len__(self): return len(self.paths)
     def __getitem__(self, i):
         px = self.pixels[i] if self.pixels is not None else _resize(load_image(self.paths[i]), self.sz)
-        return torch.from_numpy(np.ascontiguousarray(px)).permute(2, 0, 1).float().div_(255), torch.tensor(self.labels[i])
+        return (torch.from_numpy(np.ascontiguousarray(px)).permute(2, 0, 1).float().div_(255),
+                torch.tensor(self.labels[i]))
 
 # %% ../nbs/40_fewshot.ipynb #7c8ccaa7
 def fewshot_dls(df:pd.DataFrame,        # Table with `path`, `label_col` and a `split` holding 'train' and 'valid' rows
@@ -133,26 +138,29 @@ def fewshot_dls(df:pd.DataFrame,        # Table with `path`, `label_col` and a `
     "fastai `DataLoaders` of `CellImages` from the train and valid rows of `df`; `dls.vocab` is the class order."
     from fastai.data.core import DataLoaders
     from fastai.data.load import DataLoader
-    if 'split' not in df: raise ConfigError("the table has no 'split' column: use `split_table` or `source_table` first")
+    if 'split' not in df:
+        raise ConfigError("the table has no 'split' column: use `split_table` or `source_table` first")
     tr,va = df[df.split=='train'], df[df.split=='valid']
     if not len(tr) or not len(va): raise DataError(f"{len(tr)} train and {len(va)} valid rows: both are needed")
     vocab = list(vocab) if vocab is not None else sorted(tr[label_col].unique())
     if (unk := set(df[label_col]) - set(vocab)): raise DataError(f"labels {sorted(unk)} are not in vocab {vocab}")
     ix = {c:i for i,c in enumerate(vocab)}
     ds = lambda d: CellImages(d.path, d[label_col].map(ix), sz, preload)
-    dls = DataLoaders(DataLoader(ds(tr), bs=min(bs, len(tr)), shuffle=shuffle, drop_last=len(tr) > bs, num_workers=num_workers, n_inp=1),
+    dls = DataLoaders(DataLoader(ds(tr), bs=min(bs, len(tr)), shuffle=shuffle, drop_last=len(tr) > bs,
+                                 num_workers=num_workers, n_inp=1),
                       DataLoader(ds(va), bs=bs, shuffle=False, num_workers=num_workers, n_inp=1))
     dls.n_inp,dls.vocab = 1,vocab
     return dls.to(device) if device is not None else dls
 
 # %% ../nbs/40_fewshot.ipynb #1bf9b0c3
 def create_embedder(backbone:str='efficientnet_b0', # Any timm model name
-                    weights:str|Path|None=None,   # A state dict (timm, torchvision-style keys or hemabook's) to start from; None: random
+                    weights:str|Path|None=None,   # A state dict to start from (see above); None: random
                     **kwargs,                     # Passed to `timm.create_model` (e.g. drop_rate)
                    ) -> nn.Module:                # images (B×3×H×W) → pooled embedding (B×`num_features`)
-    "A timm `backbone` without its classifier: the pooled embedding BloodShot prototypes are made of (1280-d for EfficientNet-B0)."
+    "A headless timm `backbone`: the pooled embedding behind BloodShot's prototypes (1280-d for EfficientNet-B0)."
     import timm
-    if backbone not in timm.list_models(): raise ConfigError(f"backbone={backbone!r} is not a timm model name (see `timm.list_models()`)")
+    if backbone not in timm.list_models():
+        raise ConfigError(f"backbone={backbone!r} is not a timm model name (see `timm.list_models()`)")
     m = timm.create_model(backbone, pretrained=False, num_classes=0, **kwargs)
     if weights is not None: load_weights(m, weights, f'the {backbone} embedder', prefix='embedder.')
     return m
@@ -170,7 +178,8 @@ class FewShotNet(nn.Module):
     "An embedder and a training head; `embed` gives the embedding prototypes are made of, `forward` the head's scores."
     def __init__(self, embedder:nn.Module, n_classes:int, head:str='cosine'):
         super().__init__()
-        if head not in ('cosine', 'linear'): raise ConfigError(f"head={head!r}: expected 'cosine' (ArcFace) or 'linear' (softmax)")
+        if head not in ('cosine', 'linear'):
+            raise ConfigError(f"head={head!r}: expected 'cosine' (ArcFace) or 'linear' (softmax)")
         self.embedder,self.dim = embedder,embedder.num_features
         self.head = CosineHead(self.dim, n_classes) if head=='cosine' else nn.Linear(self.dim, n_classes)
         self.last_emb = None
@@ -181,7 +190,7 @@ class FewShotNet(nn.Module):
 
 # %% ../nbs/40_fewshot.ipynb #dbddbad5
 class ArcFaceLoss(nn.Module):
-    "Additive angular margin softmax on cosine scores: the target's angle θ becomes θ + `margin`, all scores times `scale`."
+    "Additive angular margin softmax on cosine scores: the target's θ becomes θ + `margin`, all scores times `scale`."
     def __init__(self, margin:float=math.radians(28.6), scale:float=64.):
         super().__init__()
         self.margin,self.scale = margin,scale
@@ -199,11 +208,12 @@ class ArcFaceLoss(nn.Module):
 def rotate_batch(x:torch.Tensor,   # B×C×H×W images
                  deg:torch.Tensor, # B angles in degrees, counter-clockwise
                 ) -> torch.Tensor:
-    "Rotate each image by its own angle about its centre, same size, nearest neighbour, zero fill (torchvision's `rotate`, batched)."
+    "Rotate each image by its own angle about its centre: same size, nearest, zero fill (batched torchvision `rotate`)."
     H,W = x.shape[-2:]
     t = deg.to(device=x.device, dtype=torch.float32) * (math.pi/180)
     c,s = t.cos(), t.sin()
-    # output pixel (u, v) samples the input at R(θ)·(u, v) in pixel units; normalised coordinates scale x by W/2, y by H/2
+    # output pixel (u, v) samples the input at R(θ)·(u, v) in pixel units;
+    # normalised coordinates scale x by W/2, y by H/2
     theta = torch.stack([torch.stack([c, -s*H/W, torch.zeros_like(c)], 1),
                          torch.stack([s*W/H, c, torch.zeros_like(c)], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
@@ -211,10 +221,10 @@ def rotate_batch(x:torch.Tensor,   # B×C×H×W images
 
 # %% ../nbs/40_fewshot.ipynb #658262a3
 class RotationConsistency(Callback):
-    "BloodShot's consistency term: embed a copy of the batch rotated by U[0°, 360°) per image and add `weight`·distance to the loss."
+    "BloodShot's consistency term: embed the batch rotated by U[0°, 360°) per image, add `weight`·distance to the loss."
     def __init__(self,
                  weight:float=1.,   # λ (BloodShot: 1)
-                 kind:str='mse',    # 'mse' on the raw embeddings (BloodShot) or 'cosine' (1 − cosine similarity; norm-free)
+                 kind:str='mse',    # 'mse' on raw embeddings (BloodShot) or 'cosine' (1 − cosine similarity, norm-free)
                 ):
         if kind not in ('mse', 'cosine'): raise ConfigError(f"kind={kind!r}: expected 'mse' or 'cosine'")
         self.weight,self.kind,self.values = weight,kind,[]
@@ -224,7 +234,8 @@ class RotationConsistency(Callback):
         net = get_model(self.learn.model)
         x = self.xb[0]
         e, e_rot = net.last_emb, net.embed(rotate_batch(x, torch.rand(len(x), device=x.device)*360))
-        d = F.mse_loss(e.float(), e_rot.float()) if self.kind=='mse' else (1 - F.cosine_similarity(e.float(), e_rot.float())).mean()
+        d = (F.mse_loss(e.float(), e_rot.float()) if self.kind=='mse' else
+             (1 - F.cosine_similarity(e.float(), e_rot.float())).mean())
         self.learn.loss_grad = self.learn.loss_grad + self.weight*d
         self.learn.loss = self.learn.loss_grad.clone()
         self.values.append(d.detach().item())
@@ -235,27 +246,30 @@ VARIANTS = ('softmax', 'aam', 'aam_consistency')   # the report's Softmax, AAMSo
 def fewshot_model(n_classes:int,                  # Training classes
                   variant:str='aam_consistency',  # One of `VARIANTS`
                   backbone:str='efficientnet_b0', # timm model name
-                  weights=None,                   # Embedder weights to start from (see `create_embedder`); None: random, as BloodShot
+                  weights=None,                   # Embedder weights (see `create_embedder`); None: random, as BloodShot
                   **kwargs,                       # Passed to `create_embedder`
                  ) -> FewShotNet:
     "The embedder with the head `variant` trains: a linear softmax classifier or ArcFace's cosine class centres."
     if variant not in VARIANTS: raise ConfigError(f"variant={variant!r}: expected one of {', '.join(VARIANTS)}")
-    return FewShotNet(create_embedder(backbone, weights, **kwargs), n_classes, 'linear' if variant=='softmax' else 'cosine')
+    return FewShotNet(create_embedder(backbone, weights, **kwargs), n_classes,
+                      'linear' if variant=='softmax' else 'cosine')
 
 def fewshot_learner(dls,                         # From `fewshot_dls`
                     model:FewShotNet,            # From `fewshot_model`
                     variant:str='aam_consistency', # One of `VARIANTS`; must match the model's head
-                    margin:float=math.radians(28.6), # ArcFace margin in radians (BloodShot: 28.6°, pytorch-metric-learning 1.5's default)
+                    margin:float=math.radians(28.6), # ArcFace margin in radians (BloodShot: 28.6°)
                     scale:float=64.,             # ArcFace scale s
                     cons_weight:float=1.,        # λ of the rotation-consistency term
                     cons_kind:str='mse',         # 'mse' (BloodShot) or 'cosine'
-                    bn_batches:int|None=50,      # `PreciseBN` over this many training batches before each validation; None: off (BloodShot)
+                    bn_batches:int|None=50,      # `PreciseBN` batches before each validation; None: off (BloodShot)
                     **kwargs,                    # Passed to `hb_learner` (run_dir, params, cbs, ...)
                    ):
-    "A learner for one of BloodShot's three variants: the loss and the callback are the switch, Adam as torch's defaults."
+    "A learner for one of BloodShot's three variants: loss and callback are the switch, Adam as torch's defaults."
     if variant not in VARIANTS: raise ConfigError(f"variant={variant!r}: expected one of {', '.join(VARIANTS)}")
     want = nn.Linear if variant=='softmax' else CosineHead
-    if not isinstance(model.head, want): raise ConfigError(f"variant={variant!r} needs a {want.__name__} head; the model has {type(model.head).__name__}")
+    if not isinstance(model.head, want):
+        raise ConfigError(f"variant={variant!r} needs a {want.__name__} head; "
+                          f"the model has {type(model.head).__name__}")
     loss = nn.CrossEntropyLoss() if variant=='softmax' else ArcFaceLoss(margin, scale)
     cbs = list(kwargs.pop('cbs', None) or [])
     if variant=='aam_consistency': cbs.append(RotationConsistency(cons_weight, cons_kind))
@@ -264,14 +278,12 @@ def fewshot_learner(dls,                         # From `fewshot_dls`
     return hb_learner(dls, model, loss_func=loss, metrics=accuracy, opt_func=opt, wd=0., cbs=cbs, **kwargs)
 
 # %% ../nbs/40_fewshot.ipynb #813d1a42
-@torch.no_grad()
 def _eval_batches(model, fn, paths, sz, bs, device):
-    "`fn` on batches of `CellImages(paths)` with `model` in eval mode (restored afterwards); the results concatenated on the CPU."
+    "`fn` on batches of `CellImages(paths)`, `model` in eval mode (restored after); results concatenated on the CPU."
     from torch.utils.data import DataLoader
     dev = torch.device(device) if device is not None else next(model.parameters()).device
-    was = model.training; model.eval()
-    try: out = [fn(x.to(dev)).cpu() for x,_ in DataLoader(CellImages(paths, sz=sz, preload=False), batch_size=bs)]
-    finally: model.train(was)
+    with eval_mode(model):
+        out = [fn(x.to(dev)).cpu() for x,_ in DataLoader(CellImages(paths, sz=sz, preload=False), batch_size=bs)]
     return torch.cat(out) if out else None
 
 def embed_cells(model:nn.Module,      # A `FewShotNet` (its `embed`) or any images → vectors module
@@ -294,7 +306,8 @@ def prototypes(emb:np.ndarray,      # N×D support embeddings
     "Memorise: a class's prototype is the mean embedding of its supports."
     emb,y = np.asarray(emb, dtype=np.float64), np.asarray(y, dtype=int)
     if normalize: emb = emb/np.linalg.norm(emb, axis=1, keepdims=True).clip(1e-12)
-    if (miss := sorted(set(range(n_classes)) - set(y.tolist()))): raise DataError(f"no support image for class index(es) {miss}")
+    if (miss := sorted(set(range(n_classes)) - set(y.tolist()))):
+        raise DataError(f"no support image for class index(es) {miss}")
     return np.stack([emb[y==c].mean(0) for c in range(n_classes)])
 
 def cosine_predict(query:np.ndarray, # M×D query embeddings
@@ -309,8 +322,8 @@ def cosine_predict(query:np.ndarray, # M×D query embeddings
 def cls_metrics(y_true,             # True class indices
                 y_pred,             # Predicted class indices
                 n_classes:int,      # Number of classes (absent ones get support 0)
-               ) -> dict:           # accuracy, balanced_accuracy, macro_f1, weighted_f1 and per-class precision/recall/f1/support
-    "Classification metrics from the confusion matrix; precision/recall/F1 are 0 where undefined (as scikit-learn's default)."
+               ) -> dict:           # accuracy, balanced_accuracy, macro_f1, weighted_f1, per-class lists and confusion
+    "Classification metrics from the confusion matrix; precision/recall/F1 are 0 where undefined, as in scikit-learn."
     yt,yp = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
     if yt.shape!=yp.shape: raise ConfigError(f"{yt.shape} true labels but {yp.shape} predictions")
     cm = np.zeros((n_classes, n_classes), dtype=np.int64)
@@ -320,9 +333,12 @@ def cls_metrics(y_true,             # True class indices
     prec,rec = div(tp, pred), div(tp, sup)
     f1 = div(2*prec*rec, prec+rec)
     present = sup > 0
-    return dict(accuracy=float(tp.sum()/max(len(yt), 1)), balanced_accuracy=float(rec[present].mean()) if present.any() else 0.,
-                macro_f1=float(f1[present].mean()) if present.any() else 0., weighted_f1=float((f1*sup).sum()/max(sup.sum(), 1)),
-                precision=prec.tolist(), recall=rec.tolist(), f1=f1.tolist(), support=sup.astype(int).tolist(), confusion=cm.tolist())
+    return dict(accuracy=float(tp.sum()/max(len(yt), 1)),
+                balanced_accuracy=float(rec[present].mean()) if present.any() else 0.,
+                macro_f1=float(f1[present].mean()) if present.any() else 0.,
+                weighted_f1=float((f1*sup).sum()/max(sup.sum(), 1)),
+                precision=prec.tolist(), recall=rec.tolist(), f1=f1.tolist(), support=sup.astype(int).tolist(),
+                confusion=cm.tolist())
 
 # %% ../nbs/40_fewshot.ipynb #50d38236
 def draw_support(y:np.ndarray,              # Class index of each image of the support pool
@@ -336,14 +352,16 @@ def draw_support(y:np.ndarray,              # Class index of each image of the s
     for c in range(n_classes):
         idx = np.flatnonzero(y==c)
         if not len(idx): raise DataError(f"class index {c} has no image in the support pool")
-        if not replace and len(idx) < k: raise DataError(f"k={k} supports without replacement, but class index {c} has only {len(idx)} image(s) in the pool")
+        if not replace and len(idx) < k:
+            raise DataError(f"k={k} supports without replacement, but class index {c} has only {len(idx)} image(s) "
+                            "in the pool")
         out.append(rng.choice(idx, k, replace=replace))
     return np.stack(out)
 
 # %% ../nbs/40_fewshot.ipynb #b9b9d7b8
 @dataclass
 class FewShotResult:
-    "Per-episode metrics of a few-shot evaluation; `summary` gives mean ± population std (ddof 0) over episodes, as BloodShot."
+    "Per-episode metrics of a few-shot evaluation; `summary` gives mean ± std (ddof 0) over episodes, as BloodShot."
     k:int
     classes:list
     episodes:pd.DataFrame
@@ -370,20 +388,22 @@ def few_shot_eval(support_emb:np.ndarray,  # Embeddings of the support pool
                   replace:bool=True,       # Draw supports with replacement (BloodShot) or without
                   normalize:bool=False,    # L2-normalise supports before averaging (BloodShot: raw)
                  ) -> FewShotResult:
-    "Episodes of k-shot classification: draw supports, average them into prototypes, label every query by cosine similarity."
+    "k-shot episodes: draw supports, average them into prototypes, label every query by cosine similarity."
     if k < 1 or episodes < 1: raise ConfigError(f"k={k}, episodes={episodes}: both must be at least 1")
     rng,n,rows = np.random.default_rng(seed),len(classes),[]
     for _ in range(episodes):
         idx = draw_support(support_y, k, rng, n, replace).ravel()
-        m = cls_metrics(query_y, cosine_predict(query_emb, prototypes(support_emb[idx], np.asarray(support_y)[idx], n, normalize)), n)
+        protos = prototypes(support_emb[idx], np.asarray(support_y)[idx], n, normalize)
+        m = cls_metrics(query_y, cosine_predict(query_emb, protos), n)
         rows.append({**{c: m[c] for c in ('accuracy', 'balanced_accuracy', 'macro_f1', 'weighted_f1')},
                      **{f'{s}_{c}': m[s][i] for s in ('f1', 'precision', 'recall') for i,c in enumerate(classes)}})
-    return FewShotResult(k, list(classes), pd.DataFrame(rows), dict(episodes=episodes, seed=seed, replace=replace, normalize=normalize))
+    return FewShotResult(k, list(classes), pd.DataFrame(rows),
+                         dict(episodes=episodes, seed=seed, replace=replace, normalize=normalize))
 
 # %% ../nbs/40_fewshot.ipynb #d2629167
 def fewshot_table(results:dict,   # Variant → `FewShotResult`
                   digits:int=3,   # Decimals
-                 ) -> pd.DataFrame: # One row per variant, "mean ± std" cells: accuracy, balanced accuracy, F1 of each class
+                 ) -> pd.DataFrame: # A row per variant: accuracy, balanced accuracy, F1 per class
     "The report's Table 1 layout: loss variant × accuracy and per-class F1, mean ± std over episodes."
     rows = {}
     for name,r in results.items():
@@ -403,11 +423,13 @@ def k_curve(support_emb, support_y, query_emb, query_y, classes,
     "Few-shot accuracy as a function of k."
     small = int(np.bincount(np.asarray(support_y, dtype=int), minlength=len(classes)).min())
     rows,skipped = [],[k for k in ks if not replace and k > small]
-    if skipped: logger.warning("k_curve: skipped k=%s, above the %d images of the smallest support class (no replacement)", skipped, small)
+    if skipped: logger.warning("k_curve: skipped k=%s, above the %d images of the smallest support class "
+                               "(no replacement)", skipped, small)
     for k in ks:
         if k in skipped: continue
         r = few_shot_eval(support_emb, support_y, query_emb, query_y, classes, k, episodes, replace=replace, **kwargs)
-        rows.append(dict(k=k, **{f'{c}_{s}': float(getattr(r, s)[c]) for c in ('accuracy', 'balanced_accuracy', 'macro_f1') for s in ('mean', 'std')}))
+        rows.append(dict(k=k, **{f'{c}_{s}': float(getattr(r, s)[c])
+                                 for c in ('accuracy', 'balanced_accuracy', 'macro_f1') for s in ('mean', 'std')}))
     df = pd.DataFrame(rows); df.attrs['skipped'] = skipped
     return df
 

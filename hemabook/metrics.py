@@ -20,7 +20,8 @@ __all__ = ['EMPTY_RULES', 'INST_METRICS', 'dice', 'hd95', 'case_metrics', 'metri
 def _pair(pred, gt):
     "`pred` and `gt` as boolean arrays (at least 1-D) of the same shape."
     p,g = (np.atleast_1d(np.asarray(a)).astype(bool) for a in (pred, gt))
-    if p.shape != g.shape: raise DataError(f"pred has shape {p.shape} but gt has shape {g.shape}; expected the same shape")
+    if p.shape != g.shape:
+        raise DataError(f"pred has shape {p.shape} but gt has shape {g.shape}; expected the same shape")
     return p,g
 
 def dice(pred,  # Predicted mask, any ndim; nonzero = foreground
@@ -36,8 +37,11 @@ def _spacing(spacing, ndim):
     "`spacing` as a float array with one value per axis (a single number is used for every axis), or None."
     if spacing is None: return None
     sp = np.repeat(float(spacing), ndim) if np.ndim(spacing) == 0 else np.asarray(spacing, np.float64)
-    if sp.shape != (ndim,): raise ConfigError(f"spacing={spacing!r}: expected one value per axis ({ndim} for a {ndim}-D mask) or a single number")
-    if not np.all(np.isfinite(sp) & (sp > 0)): raise ConfigError(f"spacing={spacing!r}: expected positive, finite voxel sizes")
+    if sp.shape != (ndim,):
+        raise ConfigError(f"spacing={spacing!r}: "
+                          f"expected one value per axis ({ndim} for a {ndim}-D mask) or a single number")
+    if not np.all(np.isfinite(sp) & (sp > 0)):
+        raise ConfigError(f"spacing={spacing!r}: expected positive, finite voxel sizes")
     return sp
 
 def _bbox(m, pad=1):
@@ -64,7 +68,8 @@ def hd95(pred,                  # Predicted mask, any ndim; nonzero = foreground
                                         "(`case_metrics` scores empty masks by convention)")
     sp = _spacing(spacing, p.ndim)
     if not (isinstance(connectivity, (int, np.integer)) and 1 <= connectivity <= p.ndim):
-        raise ConfigError(f"connectivity={connectivity!r}: expected an integer from 1 to {p.ndim} for a {p.ndim}-D mask")
+        raise ConfigError(f"connectivity={connectivity!r}: "
+                          f"expected an integer from 1 to {p.ndim} for a {p.ndim}-D mask")
     if crop: sl = _bbox(p | g); p,g = p[sl],g[sl]
     fp = ndi.generate_binary_structure(p.ndim, connectivity)
     sfp,sfg = _surface(p, fp), _surface(g, fp)
@@ -78,13 +83,16 @@ EMPTY_RULES = ('samed', 'nan')
 def _check_labels(a, name, n_classes):
     "Raise a `DataError` unless `a` holds integer labels 0..`n_classes`."
     if a.size == 0: raise DataError(f"{name} is empty (shape {a.shape}); expected a label volume")
-    if a.dtype.kind not in 'biuf': raise DataError(f"{name} has dtype {a.dtype}; expected integer labels 0..{n_classes}")
+    if a.dtype.kind not in 'biuf':
+        raise DataError(f"{name} has dtype {a.dtype}; expected integer labels 0..{n_classes}")
     lo,hi = a.min(), a.max()
     if lo < 0 or hi > n_classes:
         bad = np.unique(a[(a < 0) | (a > n_classes)])[:5].tolist()
-        raise DataError(f"{name} has labels {bad} outside 0..{n_classes}; expected integers 0..n_classes={n_classes} (0 = background)")
+        raise DataError(f"{name} has labels {bad} outside 0..{n_classes}; "
+                        f"expected integers 0..n_classes={n_classes} (0 = background)")
     if a.dtype.kind == 'f' and np.any(a % 1):
-        raise DataError(f"{name} has non-integer labels (e.g. {a[a % 1 != 0].flat[0]}); expected integers 0..{n_classes}")
+        raise DataError(f"{name} has non-integer labels (e.g. {a[a % 1 != 0].flat[0]}); "
+                        f"expected integers 0..{n_classes}")
 
 # %% ../nbs/02_metrics.ipynb #d8c04683
 def case_metrics(pred,              # Predicted label volume (or image): ints 0..`n_classes`, 0 = background
@@ -93,12 +101,13 @@ def case_metrics(pred,              # Predicted label volume (or image): ints 0.
                  spacing=None,      # Voxel size per axis for HD95; None: voxel units (as SAMed)
                  empty:str='samed', # Scores of classes with an empty mask: 'samed' (SAMed/TransUNet) or 'nan'
                 ) -> np.ndarray:    # `n_classes`×2 floats: (dsc, hd95) of class 1, 2, ...
-    "Per-class `(dsc, hd95)` of label volumes `pred` and `gt` for classes 1..`n_classes`, scoring empty masks by `empty`."
+    "Per-class `(dsc, hd95)` of label volumes `pred`, `gt` for classes 1..`n_classes`; empty masks scored by `empty`."
     if empty not in EMPTY_RULES: raise ConfigError(f"empty={empty!r}: expected one of {EMPTY_RULES}")
     if not (isinstance(n_classes, (int, np.integer)) and n_classes >= 1):
         raise ConfigError(f"n_classes={n_classes!r}: expected a positive integer (foreground classes)")
     p,g = np.asarray(pred), np.asarray(gt)
-    if p.shape != g.shape: raise DataError(f"pred has shape {p.shape} but gt has shape {g.shape}; expected the same shape")
+    if p.shape != g.shape:
+        raise DataError(f"pred has shape {p.shape} but gt has shape {g.shape}; expected the same shape")
     for n,a in (('pred', p), ('gt', g)): _check_labels(a, n, n_classes)
     _spacing(spacing, max(p.ndim, 1))
     res = np.zeros((n_classes, 2))
@@ -114,15 +123,17 @@ def case_metrics(pred,              # Predicted label volume (or image): ints 0.
 def metrics_table(cases:dict,                  # {case name: `case_metrics` result, `n_classes`×2 (dsc, hd95)}
                   class_names:list|None=None,  # Name of class 1, 2, ...; None: 'class1', 'class2', ...
                  ) -> pd.DataFrame:            # One row per case + 'mean'; DSC as a fraction, HD95 in spacing units
-    "Table of per-case and mean DSC and HD95 from `cases`, by class, as in SAMed's paper (mean over cases, then classes)."
+    "Per-case and mean DSC and HD95 of `cases`, by class, as in SAMed's paper (mean over cases, then classes)."
     if not cases: raise DataError("metrics_table: no cases; expected {case name: per-class (dsc, hd95) results}")
     if 'mean' in cases: raise DataError("metrics_table: a case is named 'mean', the name of the summary row; rename it")
     r = [np.asarray(v, np.float64) for v in cases.values()]
     for n,v in zip(cases, r):
         if v.ndim != 2 or v.shape[1] != 2 or v.shape[0] != r[0].shape[0]:
-            raise DataError(f"case {n!r}: results of shape {v.shape}; expected ({r[0].shape[0]}, 2) rows of (dsc, hd95) like the first case")
+            raise DataError(f"case {n!r}: results of shape {v.shape}; "
+                            f"expected ({r[0].shape[0]}, 2) rows of (dsc, hd95) like the first case")
     names = [f'class{k}' for k in range(1, len(r[0])+1)] if class_names is None else [str(c) for c in class_names]
-    if len(names) != len(r[0]): raise ConfigError(f"{len(names)} class_names {names} for {len(r[0])} classes; expected one name per class")
+    if len(names) != len(r[0]):
+        raise ConfigError(f"{len(names)} class_names {names} for {len(r[0])} classes; expected one name per class")
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', RuntimeWarning)       # an all-NaN column averages to NaN
         r = np.stack(r); r = np.concatenate([r, np.nanmean(r, 0, keepdims=True)])  # cases+1 × classes × 2
@@ -140,12 +151,14 @@ def fmt_table(df:pd.DataFrame,  # A `metrics_table`
 
 # %% ../nbs/02_metrics.ipynb #99d4d43c
 def _ids(lbl, name):
-    "`lbl` as consecutive ids 0..n (0 stays background) and n; a `DataError` unless it is a 2-D non-negative integer image."
+    "`lbl` as consecutive ids 0..n (0 stays background) and n; `DataError` unless a 2-D non-negative integer image."
     a = np.asarray(lbl)
     if a.ndim != 2: raise DataError(f"{name} has shape {a.shape}; expected a 2-D instance label image")
     if a.size == 0: raise DataError(f"{name} is empty (shape {a.shape}); expected an H×W instance label image")
-    if a.dtype.kind not in 'biu': raise DataError(f"{name} has dtype {a.dtype}; expected integer instance ids (0 = background)")
-    if a.min() < 0: raise DataError(f"{name} has negative ids (e.g. {a[a < 0].flat[0]}); expected 0 = background, ids > 0")
+    if a.dtype.kind not in 'biu':
+        raise DataError(f"{name} has dtype {a.dtype}; expected integer instance ids (0 = background)")
+    if a.min() < 0:
+        raise DataError(f"{name} has negative ids (e.g. {a[a < 0].flat[0]}); expected 0 = background, ids > 0")
     u,inv = np.unique(a, return_inverse=True)
     return (inv.reshape(a.shape) + (u[0] != 0)), len(u) - (u[0] == 0)
 
@@ -154,7 +167,8 @@ def overlaps(gt:np.ndarray,   # H×W ground-truth instance labels
             ) -> tuple:       # (intersection n_gt×n_pred, gt areas, pred areas), all in pixels
     "Pixel intersections of every ground-truth instance with every predicted one, and the instance areas."
     g,ng = _ids(gt, 'gt'); p,npr = _ids(pred, 'pred')
-    if g.shape != p.shape: raise DataError(f"gt has shape {g.shape} but pred has shape {p.shape}; expected the same shape")
+    if g.shape != p.shape:
+        raise DataError(f"gt has shape {g.shape} but pred has shape {p.shape}; expected the same shape")
     c = np.bincount((g*(npr+1) + p).ravel(), minlength=(ng+1)*(npr+1)).reshape(ng+1, npr+1)
     return c[1:, 1:], c[1:].sum(1), c[:, 1:].sum(0)
 
@@ -203,7 +217,8 @@ def inst_table(results:dict,   # {image name: `inst_metrics` result}
               ) -> pd.DataFrame: # One row per image + 'mean'
     "Per-image instance metrics and their mean over images (NaN skipped; counts summed in the 'mean' row)."
     if not results: raise DataError("inst_table: no images; expected {image name: inst_metrics(...) result}")
-    if 'mean' in results: raise DataError("inst_table: an image is named 'mean', the name of the summary row; rename it")
+    if 'mean' in results:
+        raise DataError("inst_table: an image is named 'mean', the name of the summary row; rename it")
     df = pd.DataFrame.from_dict(results, orient='index')
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', RuntimeWarning)

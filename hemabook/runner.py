@@ -17,21 +17,24 @@ from .runs import RUN_FILE, Run, RunConflict, run_folder
 
 # %% auto #0
 __all__ = ['ExperimentError', 'experiments_path', 'list_experiments', 'experiment_params', 'parse_value', 'check_params',
-           'RunInterrupted', 'run_experiment', 'summary_table', 'run_demo', 'main']
+           'RunInterrupted', 'ipc_kernels', 'run_experiment', 'summary_table', 'run_demo', 'main']
 
 # %% ../nbs/90_runner.ipynb #200beac8
 class ExperimentError(HemabookError):
     "An experiment notebook failed while it ran; carries the failing cell's error and the executed notebook's path."
     def __init__(self, name, cell, ename, evalue, traceback, notebook):
-        self.name,self.cell,self.ename,self.evalue,self.traceback,self.notebook = name,cell,ename,evalue,traceback,notebook
-        super().__init__(f"experiment {name!r} failed in cell [{cell}]: {ename}: {evalue} (executed notebook: {notebook})")
+        self.name,self.cell,self.ename,self.evalue,self.traceback,self.notebook = (
+            name,cell,ename,evalue,traceback,notebook)
+        super().__init__(f"experiment {name!r} failed in cell [{cell}]: {ename}: {evalue} "
+                         f"(executed notebook: {notebook})")
 
 def experiments_path() -> Path:
     "The folder of experiment notebooks: `$HEMABOOK_EXPERIMENTS`, else the repository's `nbs/experiments`."
     import os
     if os.environ.get('HEMABOOK_EXPERIMENTS'): p = Path(os.environ['HEMABOOK_EXPERIMENTS']).expanduser()
     elif repo_root() is not None: p = repo_root()/'nbs'/'experiments'
-    else: raise ConfigError("no experiments folder: hemabook is not installed from its repository; set $HEMABOOK_EXPERIMENTS")
+    else: raise ConfigError("no experiments folder: hemabook is not installed from its repository; "
+                            "set $HEMABOOK_EXPERIMENTS")
     if not p.is_dir(): raise ConfigError(f"experiments folder {p} does not exist")
     return p
 
@@ -77,7 +80,8 @@ def experiment_params(name:str,                 # Experiment name (notebook stem
     cells = [c for c in nbformat.read(nb, as_version=4).cells if 'parameters' in c.metadata.get('tags', [])]
     if not cells: raise ConfigError(f"{nb}: no cell tagged 'parameters'; every experiment needs one")
     try: names = _assigned(cells[0].source)
-    except SyntaxError as e: raise ConfigError(f"{nb}: the parameters cell is not valid Python (line {e.lineno}: {e.msg})") from e
+    except SyntaxError as e:
+        raise ConfigError(f"{nb}: the parameters cell is not valid Python (line {e.lineno}: {e.msg})") from e
     pml = logging.getLogger('papermill'); lvl = pml.level
     pml.setLevel(logging.ERROR)                             # its 'Unable to parse' warning becomes our error below
     try: spec = {k: _spec(p) for k,p in pm.inspect_notebook(str(nb)).items()}
@@ -110,7 +114,8 @@ def _coerce(k, v, s, raw):
     if typ=='int':
         if isinstance(v, bool) or not isinstance(v, int): raise ConfigError(f"parameter {k} takes an int, got {raw!r}")
     elif typ=='float':
-        if isinstance(v, bool) or not isinstance(v, (int, float)): raise ConfigError(f"parameter {k} takes a float, got {raw!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ConfigError(f"parameter {k} takes a float, got {raw!r}")
         v = float(v)
     elif typ=='bool':
         if not isinstance(v, bool): raise ConfigError(f"parameter {k} takes true or false, got {raw!r}")
@@ -153,8 +158,8 @@ def _kernel(kernel):
     logger.warning("Jupyter kernel 'hemabook' is not registered (run `make install`); using the notebook's own kernel")
     return None
 
-def _ipc_kernels():
-    "A kernel manager class for kernels on Unix sockets (IPC transport) instead of TCP ports: nothing else on the machine can connect, and ipykernel has no reason to warn of an unencrypted TCP kernel. Windows has no IPC transport: TCP there."
+def ipc_kernels() -> type:
+    "A jupyter_client kernel manager class whose kernels listen on Unix sockets (IPC), not TCP ports (Windows: TCP)."
     from jupyter_client import AsyncKernelManager
     from jupyter_core.paths import jupyter_runtime_dir
     if sys.platform == "win32": return AsyncKernelManager
@@ -220,7 +225,7 @@ def run_experiment(name:str,                  # Experiment name (notebook stem)
                    kernel:str|None=None,      # Jupyter kernel; 'hemabook' when registered
                    progress:bool=False,       # Show papermill's cell progress bar
                   ) -> Path:                  # The run folder
-    "Run experiment `name` with `params` in a run folder; `ExperimentError` if a cell fails, `RunInterrupted` if stopped."
+    "Run `name` with `params` in a run folder; `ExperimentError` if a cell fails, `RunInterrupted` if stopped."
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
     nb = _find(name, path)
@@ -234,7 +239,7 @@ def run_experiment(name:str,                  # Experiment name (notebook stem)
     try:
         with modified_env(HEMABOOK_ATTEMPT=token), _stop_on_signals():
             pm.execute_notebook(str(nb), str(tmp), parameters=params, kernel_name=kernel, progress_bar=progress,
-                                cwd=str(out), kernel_manager_class=_ipc_kernels())
+                                cwd=str(out), kernel_manager_class=ipc_kernels())
     except PapermillExecutionError as e: err,status = e,('interrupted' if e.ename=='KeyboardInterrupt' else 'failed')
     except KeyboardInterrupt: status = 'interrupted'
     rec = _opened(out, token)
@@ -260,7 +265,8 @@ def _fmt(v):
 
 def summary_table(results:list[dict]) -> str:
     "A Markdown table of runs: each one's headline result beside its reference, whether it beat it, and its warnings."
-    rows = ['| experiment | status | time (s) | result | reference | beats it | warnings |', '|---|---|---:|---|---|---|---|']
+    rows = ['| experiment | status | time (s) | result | reference | beats it | warnings |',
+            '|---|---|---:|---|---|---|---|']
     for r in results:
         m = r.get('metrics') or {}; h = m.get('headline')
         if r['status'] != 'ok': cells = [r.get('error', ''), '', '', '']
@@ -294,8 +300,11 @@ def run_demo(out:str|Path='runs/demo',      # Folder for the runs and `summary.m
         r['seconds'] = time.time()-t0; res.append(r)
         if on_done: on_done(r)
     stamp = datetime.datetime.now().isoformat(sep=' ', timespec='minutes')
-    (out/'summary.md').write_text(f"# hemabook demo, {stamp}\n\nEvery experiment in its smoke preset on `data_samples/` "
-        f"(small data, tiny models: a check that each pipeline runs end to end and learns, not the papers' numbers). Each row gives the run's headline result beside the reference it must beat (chance, the majority rate, an untrained model, the filled boxes) and what its own checks found wrong.\n\n{summary_table(res)}\n")
+    (out/'summary.md').write_text(
+        f"# hemabook demo, {stamp}\n\nEvery experiment in its smoke preset on `data_samples/` "
+        "(small data, tiny models: a check that each pipeline runs end to end and learns, not the papers' numbers). "
+        "Each row gives the run's headline result beside the reference it must beat (chance, the majority rate, "
+        f"an untrained model, the filled boxes) and what its own checks found wrong.\n\n{summary_table(res)}\n")
     return res
 
 # %% ../nbs/90_runner.ipynb #7b76d74b
@@ -306,7 +315,8 @@ def _parser():
     sub.add_parser('list', help='list the experiments and their parameters')
     r = sub.add_parser('run', help='run one experiment notebook into a run folder')
     r.add_argument('name', help='experiment name (a notebook in nbs/experiments)')
-    r.add_argument('-p', '--param', nargs=2, action='append', metavar=('KEY', 'VALUE'), default=[], help='set a parameter')
+    r.add_argument('-p', '--param', nargs=2, action='append', metavar=('KEY', 'VALUE'), default=[],
+                   help='set a parameter')
     r.add_argument('--out', help='run folder (default runs/NAME-<timestamp>)')
     r.add_argument('--kernel', help="Jupyter kernel (default 'hemabook')")
     d = sub.add_parser('demo', help='run every experiment in its smoke preset and write summary.md')
@@ -314,6 +324,7 @@ def _parser():
     d.add_argument('--kernel', help="Jupyter kernel (default 'hemabook')")
     s = sub.add_parser('samples', help='regenerate the bundled sample data')
     s.add_argument('--out', help='folder (default data_samples/ in the repository)')
+    sub.add_parser('formats', help='list the data formats hemabook reads').add_argument('--task', help='only this task')
     return p
 
 def _cmd_list(a):
@@ -327,7 +338,8 @@ def _cmd_list(a):
 
 def _cmd_run(a):
     keys = [k for k,_ in a.param]
-    if len(set(keys))<len(keys): raise ConfigError(f"a parameter is given twice: {', '.join(sorted({k for k in keys if keys.count(k)>1}))}")
+    if len(set(keys))<len(keys):
+        raise ConfigError(f"a parameter is given twice: {', '.join(sorted({k for k in keys if keys.count(k)>1}))}")
     if a.out and (f := Path(a.out)/RUN_FILE).exists():
         rec = load_json(f)
         print(f"{a.out} holds run {rec.get('run_id')} ({rec.get('status')}; {Run(f.parent, rec).reached()}): "
@@ -353,6 +365,15 @@ def _cmd_samples(a):
     print(f"wrote {len(fs)} files ({sum(f.stat().st_size for f in fs)/1e6:.1f} MB) under {a.out or 'data_samples/'}")
     return 0
 
+# %% ../nbs/90_runner.ipynb #31bcf31d
+def _cmd_formats(a):
+    "Print the registered data formats (`hemabook.data.core.formats`), by task, with their layouts."
+    from hemabook.data.core import formats
+    for task,g in formats(a.task).groupby('task', sort=False):
+        print(task)
+        for r in g.itertuples(): print(f"  {r.name:<12} {r.description}" + (f"\n{'':15}{r.layout}" if r.layout else ''))
+    return 0
+
 # %% ../nbs/90_runner.ipynb #a8516791
 def _hb_errors(cls=HemabookError):
     "The names of hemabook's error classes: a notebook cell that raised one of them failed on the user's input."
@@ -361,7 +382,8 @@ def _hb_errors(cls=HemabookError):
 def main(argv:list[str]|None=None) -> int:
     "The `hemabook` command line; returns the exit status."
     a = _parser().parse_args(argv)
-    try: return dict(list=_cmd_list, run=_cmd_run, demo=_cmd_demo, samples=_cmd_samples)[a.cmd](a)
+    try: return dict(list=_cmd_list, run=_cmd_run, demo=_cmd_demo, samples=_cmd_samples,
+                    formats=_cmd_formats)[a.cmd](a)
     except ExperimentError as e:
         if e.ename in _hb_errors():
             print(f"error: {e.evalue}" + (f" (executed notebook: {e.notebook})" if e.notebook else ''), file=sys.stderr)

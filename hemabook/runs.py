@@ -13,8 +13,8 @@ from . import __version__
 from .core import ConfigError, jsonable, load_json, logger, save_json
 
 # %% auto #0
-__all__ = ['RUN_FILE', 'IGNORED', 'RunConflict', 'new_run_id', 'run_folder', 'settings_diff', 'Run', 'current_run', 'open_run',
-           'check', 'headline', 'history_checks']
+__all__ = ['RUN_FILE', 'IGNORED', 'RunConflict', 'new_run_id', 'run_folder', 'settings_diff', 'format_diff', 'Run', 'current_run',
+           'open_run', 'check', 'headline', 'history_checks']
 
 # %% ../nbs/00a_runs.ipynb #a6849f9b
 RUN_FILE = 'run.json'
@@ -57,7 +57,10 @@ def settings_diff(old:dict,              # Settings of the run in the folder
     return {k: (a.get(k, _MISSING), b.get(k, _MISSING)) for k in sorted(set(a)|set(b))
             if k.split('.')[0] not in ignore and a.get(k, _MISSING) != b.get(k, _MISSING)}
 
-def _fmt_diff(d, n=8):
+def format_diff(d:dict,   # From `settings_diff`
+                n:int=8,  # Differences shown; the rest are counted
+               ) -> str:
+    "One line for an error message: each differing setting with its value there (in the folder) and now."
     s = '; '.join(f"{k}: {o!r} there, {v!r} now" for k,(o,v) in list(d.items())[:n])
     return s + (f" (and {len(d)-n} more)" if len(d) > n else '')
 
@@ -108,7 +111,7 @@ def _check_folder(out, experiment, settings, ignore):
         raise RunConflict(f"{out} holds a run of {rec.get('experiment')!r}, not of {experiment!r}; "
                           "choose another folder")
     if d := settings_diff(rec['settings'], settings, ignore):
-        raise RunConflict(f"{out} holds run {rec['run_id']} made with other settings ({_fmt_diff(d)}); resuming it "
+        raise RunConflict(f"{out} holds run {rec['run_id']} made with other settings ({format_diff(d)}); resuming it "
                           f"would mix two runs. Start a new run in another folder (another --out or OUT_DIR, or none "
                           f"for a new runs/{experiment}-<time>), or delete {out} to redo that run")
     return rec

@@ -19,69 +19,14 @@ from fastai.optimizer import Adam
 from torchvision.transforms.v2 import functional as TF
 from torchvision.transforms import InterpolationMode
 
-from .core import ConfigError, logger
+from .core import ConfigError, eval_mode
 from .train import hb_learner
-from .sam.model import build_sam
-from .sam.lora import add_lora
+from .sam.semantic import SemanticSam
 from .data.seg import ct_slice_rgb, image_tensor
 
 # %% auto #0
-__all__ = ['prompt_free_decode', 'SemanticSam', 'samed_model', 'soft_dice_loss', 'SamedLoss', 'samed_augment', 'warmup_poly',
-           'WarmupPoly', 'MeanDice', 'samed_learner', 'predict_volume', 'evaluate_synapse', 'show_prediction']
-
-# %% ../nbs/23_samed.ipynb #d9342466
-def prompt_free_decode(dec, emb:torch.Tensor, pe:torch.Tensor, dense:torch.Tensor) -> torch.Tensor:
-    "Run SAM's mask decoder `dec` on image embeddings `emb` with no prompts; all `num_mask_tokens` masks, (B, T, 4h, 4w)."
-    b,c,h,w = emb.shape
-    tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight]).unsqueeze(0).expand(b, -1, -1)
-    hs,src = dec.transformer(emb + dense, pe.expand(b, -1, -1, -1), tokens)
-    up = dec.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
-    hyper = torch.stack([mlp(hs[:, 1+i]) for i,mlp in enumerate(dec.output_hypernetworks_mlps)], 1)
-    return (hyper @ up.flatten(2)).view(b, -1, *up.shape[-2:])
-
-class SemanticSam(nn.Module):
-    "SAMed's prompt-free semantic SAM: images in [0, 1] → low-resolution logits over background + `num_classes`."
-    def __init__(self, sam):
-        super().__init__()
-        self.sam,self.num_classes = sam,sam.mask_decoder.num_mask_tokens-1
-        self.img_size = sam.image_encoder.img_size
-    def preprocess(self, x):
-        if x.shape[-1] != self.img_size or x.shape[-2] != self.img_size:
-            x = F.interpolate(x, size=(self.img_size,)*2, mode='bilinear', align_corners=False)
-        return (x*255 - self.sam.pixel_mean)/self.sam.pixel_std
-    def decode(self, emb):
-        "Low-resolution logits from image embeddings `emb` (B, C, h, w), prompt-free."
-        pe,dense = self.sam.prompt_encoder.get_dense_pe(),self.sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
-        return prompt_free_decode(self.sam.mask_decoder, emb, pe, dense)
-    def forward(self, x): return self.decode(self.sam.image_encoder(self.preprocess(x)))
-    @torch.no_grad()
-    def predict(self, x, size=None):
-        "Label maps (B, H, W) at `size` (default: the input's): argmax of the upsampled logits."
-        return F.interpolate(self(x), size=size or x.shape[-2:], mode='bilinear', align_corners=False).argmax(1)
-
-# %% ../nbs/23_samed.ipynb #bb2438cc
-def samed_model(arch:str|dict='vit_b',      # SAM architecture (`SAM_ARCHS`)
-                img_size:int=512,           # Input side (SAMed: 512)
-                num_classes:int=8,          # Foreground classes; the decoder gets num_classes+1 tokens
-                checkpoint:str|Path|None=None, # Official SAM checkpoint; None: random initialisation
-                rank:int=4,                 # LoRA rank
-                decoder_lora:bool=False,    # SAMed_s: LoRA in the decoder transformer too, which is then frozen
-                norm:str|tuple='none',      # Input normalisation (SAMed: none)
-                encoder:str='auto',         # 'lora': frozen encoder + LoRA (the paper); 'full': encoder trains too; 'auto': lora iff checkpoint
-               ) -> SemanticSam:
-    "SAMed: a semantic SAM with LoRA adapters, set up to train as the paper does (or fully, without a checkpoint)."
-    if encoder not in ('auto', 'lora', 'full'): raise ConfigError(f"encoder={encoder!r}: expected 'auto', 'lora' or 'full'")
-    if encoder == 'auto': encoder = 'lora' if checkpoint is not None else 'full'
-    sam = build_sam(arch, img_size, num_classes, norm, checkpoint)
-    add_lora(sam, rank=rank, decoder=decoder_lora, freeze_encoder=encoder == 'lora')
-    m = SemanticSam(sam)
-    note = ("SAMed recipe: frozen SAM encoder with LoRA" if encoder == 'lora' else
-            "no SAM checkpoint: the randomly initialised encoder trains fully (LoRA + encoder weights), not the paper's recipe"
-            if checkpoint is None else "encoder trains fully (LoRA + encoder weights), by request")
-    m.recipe = dict(arch=sam.arch, img_size=img_size, num_classes=num_classes, rank=rank, decoder_lora=decoder_lora,
-                    encoder=encoder, checkpoint=None if checkpoint is None else str(checkpoint), note=note)
-    if checkpoint is None: logger.warning("samed_model: %s", note)
-    return m
+__all__ = ['soft_dice_loss', 'SamedLoss', 'samed_augment', 'warmup_poly', 'WarmupPoly', 'MeanDice', 'samed_learner',
+           'predict_volume', 'evaluate_synapse', 'show_prediction']
 
 # %% ../nbs/23_samed.ipynb #4b81d050
 def soft_dice_loss(logits:torch.Tensor, # (B, K+1, h, w)
@@ -125,7 +70,8 @@ def warmup_poly(it:float, total:float, warmup:int=250, power:float=0.9) -> float
 class WarmupPoly(Callback):
     "Per-iteration linear warm-up then poly decay of every parameter group's learning rate (SAMed)."
     order = 60
-    def __init__(self, warmup:int=250, power:float=0.9, horizon:float=1.0): self.warmup,self.power,self.horizon = warmup,power,horizon
+    def __init__(self, warmup:int=250, power:float=0.9, horizon:float=1.0):
+        self.warmup,self.power,self.horizon = warmup,power,horizon
     def before_fit(self): self.base = [h['lr'] for h in self.opt.hypers]
     def before_batch(self):
         if not self.training: return
@@ -153,7 +99,7 @@ class MeanDice(Metric):
 
 # %% ../nbs/23_samed.ipynb #9bd916fc
 def samed_learner(dls,                        # `sem_dls` DataLoaders of (image, label map)
-                  model:SemanticSam,          # From `samed_model`
+                  model:SemanticSam,          # From `semantic_sam`
                   wd:float=0.1,               # AdamW weight decay (SAMed: 0.1)
                   dice_weight:float=0.8,      # Weight of the Dice term in the loss
                   run_dir:str|Path|None=None, # Run folder (history, checkpoints)
@@ -166,27 +112,27 @@ def samed_learner(dls,                        # `sem_dls` DataLoaders of (image,
                       wd=wd, run_dir=run_dir, params=params, **kwargs)
 
 # %% ../nbs/23_samed.ipynb #7897ba74
-@torch.no_grad()
 def predict_volume(model:SemanticSam,  # A trained `SemanticSam`
                    vol:np.ndarray,     # (D, H, W) image volume in [0, 1] (or one H×W slice)
                    bs:int=8,           # Slices per forward pass
                   ) -> np.ndarray:     # (D, H, W) uint8 label volume
     "Segment a volume slice by slice at the model's input size; labels resized back to H×W."
-    model.eval(); vol = np.asarray(vol, np.float32)
+    vol = np.asarray(vol, np.float32)
     one = vol.ndim == 2
     if one: vol = vol[None]
     dev,(h,w) = next(model.parameters()).device,vol.shape[1:]
     out = []
-    for i in range(0, len(vol), bs):
-        x = torch.stack([image_tensor(ct_slice_rgb(s), model.img_size) for s in vol[i:i+bs]]).to(dev)
-        p = model.predict(x).to(torch.uint8)
-        out.append(F.interpolate(p[:, None].float(), size=(h, w), mode='nearest')[:, 0].byte().cpu().numpy())
+    with eval_mode(model):
+        for i in range(0, len(vol), bs):
+            x = torch.stack([image_tensor(ct_slice_rgb(s), model.img_size) for s in vol[i:i+bs]]).to(dev)
+            p = model.predict(x).to(torch.uint8)
+            out.append(F.interpolate(p[:, None].float(), size=(h, w), mode='nearest')[:, 0].byte().cpu().numpy())
     out = np.concatenate(out)
     return out[0] if one else out
 
 # %% ../nbs/23_samed.ipynb #ef9666e4
 def evaluate_synapse(model:SemanticSam,       # A trained `SemanticSam`
-                     df:pd.DataFrame,         # A `read_synapse` table (slices expanded or not); its test volumes are evaluated
+                     df:pd.DataFrame,         # A `read_synapse` table (slices expanded or not)
                      spacing=None,            # Voxel spacing for HD95 (z, y, x); None: voxel units, as SAMed
                      empty:str='samed',       # Empty-mask convention (`hemabook.metrics.EMPTY_RULES`)
                      bs:int=8,                # Slices per forward pass

@@ -37,7 +37,7 @@ def wrapped_sig(name:str,           # The name to show
                 maxline:int=90,     # Longest line before the parameters wrap
                 prefix:str='def',   # 'def', 'async def' or 'class'
                ) -> str:            # `def name(a:int=1, b:str='x')->dict` on as many lines as it needs
-    "A signature without comments, defaults over 40 characters as `...`: on one line if it fits, else lines of at most `maxline`."
+    "A signature without comments, defaults over 40 characters as `...`: one line if it fits, else lines ≤ `maxline`."
     ps = [_param(k, v, short=40) for k,v in dm.items() if k not in ('self', 'return')]
     ret = _anno(dm.get('return', {}).get('anno', inspect.Parameter.empty))
     tail = ')' + (f'->{ret}' if ret else '')
@@ -52,28 +52,30 @@ def wrapped_sig(name:str,           # The name to show
 
 # %% ../nbs/91_showdoc.ipynb #32215631
 def param_table(dm:dict) -> str:
-    "The parameters of `dm` (`docments(sym, full=True)`) as a Markdown table: type, default, details; '' when none has a comment."
+    "`dm`'s parameters (`docments(sym, full=True)`) as a Markdown table: type, default, details; '' without comments."
     rows = [(k, v) for k,v in dm.items() if k not in ('self', 'return')]
     ret = dm.get('return', {})
     if not any(v.get('docment') for _,v in rows) and not ret.get('docment'): return ''
     out = ['|  | **Type** | **Default** | **Details** |', '|---|---|---|---|']
     for k,v in rows:
         a,d = _anno(v.get('anno', inspect.Parameter.empty)),_default(v.get('default', inspect.Parameter.empty))
-        out.append(f"| {_cell(k)} | {_cell(f'`{a}`') if a else ''} | {_cell(f'`{d}`') if d else ''} | {_cell(v.get('docment') or '')} |")
+        out.append(f"| {_cell(k)} | {_cell(f'`{a}`') if a else ''} | {_cell(f'`{d}`') if d else ''} | "
+                   f"{_cell(v.get('docment') or '')} |")
     if (a := _anno(ret.get('anno', inspect.Parameter.empty))) or ret.get('docment'):
         out.append(f"| **Returns** | {_cell(f'`{a}`') if a else ''} |  | {_cell(ret.get('docment') or '')} |")
     return '\n'.join(out)
 
 # %% ../nbs/91_showdoc.ipynb #0a022d0d
 class ShowDoc(BasicMarkdownRenderer):
-    "`show_doc`'s Markdown: nbdev's heading and source link, a wrapped signature, the docstring, then the parameter table."
+    "`show_doc`'s Markdown: nbdev's heading and source link, a wrapped signature, the docstring, the parameter table."
     wrap = 90   # signature width (nbdev's `maxline`, 110, is set per instance)
     def _repr_markdown_(self):
         head = BasicMarkdownRenderer._repr_markdown_(self)          # '---', source link, heading, then nbdev's body
         head = head[:head.index('```python')] if '```python' in head else head
         sym = self.sym
         dm = self.dm.dm      # nbdev's renderer parsed the docments already (`DocmentText`, `self` left out)
-        if not dm or not callable(sym): return head + f"```python\n{self.dm}\n```" + (f"\n\n*{self.docs}*" if self.docs else '')
+        if not dm or not callable(sym):
+            return head + f"```python\n{self.dm}\n```" + (f"\n\n*{self.docs}*" if self.docs else '')
         prefix = 'class' if inspect.isclass(sym) else 'async def' if inspect.iscoroutinefunction(sym) else 'def'
         name = getattr(sym, '__name__', self.nm)
         out = head + f"```python\n{wrapped_sig(name, dm, self.wrap, prefix)}\n```"

@@ -53,16 +53,19 @@ def _nucleus(kind, yy, xx, cy, cx, r, rng):
         lr = r * (0.30 if kind=='neutrophil' else 0.36)
         span = (0.9 if n==2 else 1.5) + rng.uniform(-.2, .2)
         arc = r*0.42
-        pts = [(cy + arc*np.sin(ang + span*(i/(n-1) - .5)*2), cx + arc*np.cos(ang + span*(i/(n-1) - .5)*2)) for i in range(n)]
+        pts = [(cy + arc*np.sin(ang + span*(i/(n-1) - .5)*2), cx + arc*np.cos(ang + span*(i/(n-1) - .5)*2))
+               for i in range(n)]
         m = np.zeros(yy.shape, bool)
         for i,(py,px) in enumerate(pts):
             m |= _ellipse(yy, xx, py, px, lr*rng.uniform(.8,1.05), lr*rng.uniform(.85,1.1), rng.uniform(0, np.pi))
             if i: m |= _segment(yy, xx, pts[i-1], (py,px), max(1., r*0.05))
         return m
     if kind=='lymphoblast':   # round, nearly filling the cell
-        return _ellipse(yy, xx, cy + r*rng.uniform(-.06,.06), cx + r*rng.uniform(-.06,.06), r*.86, r*rng.uniform(.80,.88), ang)
+        return _ellipse(yy, xx, cy + r*rng.uniform(-.06,.06), cx + r*rng.uniform(-.06,.06),
+                        r*.86, r*rng.uniform(.80,.88), ang)
     if kind=='lymphocyte':
-        return _ellipse(yy, xx, cy + r*rng.uniform(-.1,.1), cx + r*rng.uniform(-.1,.1), r*.80, r*rng.uniform(.74,.84), ang)
+        return _ellipse(yy, xx, cy + r*rng.uniform(-.1,.1), cx + r*rng.uniform(-.1,.1),
+                        r*.80, r*rng.uniform(.74,.84), ang)
     # monocyte: an ellipse with a bite out of one side -> kidney
     oy,ox = cy + r*.08*np.sin(ang), cx + r*.08*np.cos(ang)
     m = _ellipse(yy, xx, oy, ox, r*.52, r*.66, ang)
@@ -101,7 +104,8 @@ def synth_wbc(kind:str,                 # One of `WBC_KINDS`, or 'lymphoblast'
               brightness:float=1.,      # Illumination factor
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: # uint8 RGB image, nucleus mask, cell mask
     "Render one `kind` white blood cell in an `sz`×`sz` crop; returns `(img, nuc_msk, cell_msk)`."
-    if kind not in _WBC_LOOK: raise ConfigError(f"unknown white-cell kind {kind!r}; expected one of {', '.join(_WBC_LOOK)}")
+    if kind not in _WBC_LOOK:
+        raise ConfigError(f"unknown white-cell kind {kind!r}; expected one of {', '.join(_WBC_LOOK)}")
     rng = np.random.default_rng(rng)
     rf,cyto,nucc = _WBC_LOOK[kind]
     yy,xx = np.mgrid[:sz, :sz].astype(float)
@@ -116,14 +120,16 @@ def synth_wbc(kind:str,                 # One of `WBC_KINDS`, or 'lymphoblast'
     if kind=='neutrophil':   _paint(img, _dots(yy, xx, cell & ~nuc, int(r*2), .6*g, rng), (205, 160, 195), .5)
     elif kind=='eosinophil': _paint(img, _dots(yy, xx, cell & ~nuc, int(r*4), 1.3*g, rng), (226, 120, 90), .85)
     elif kind=='basophil':   _paint(img, _dots(yy, xx, cell, int(r*2.5), 1.4*g, rng), (55, 25, 85), .9)
-    elif kind=='monocyte':   _paint(img, _dots(yy, xx, cell & ~ndimage.binary_dilation(nuc, iterations=2), rng.integers(2, 6), 1.2*g, rng), (232, 226, 238), .8)
+    elif kind=='monocyte':   _paint(img, _dots(yy, xx, cell & ~ndimage.binary_dilation(nuc, iterations=2),
+                                           rng.integers(2, 6), 1.2*g, rng), (232, 226, 238), .8)
     if kind in ('lymphocyte', 'monocyte'):   # chromatin texture
         tex = ndimage.gaussian_filter(rng.normal(0, 1, (sz, sz)), 1.)
         img[nuc] *= (1 + .08*tex[nuc])[:, None]
     elif kind=='lymphoblast':   # fine chromatin and pale nucleoli
         tex = ndimage.gaussian_filter(rng.normal(0, 1, (sz, sz)), .6)
         img[nuc] *= (1 + .03*tex[nuc])[:, None]
-        _paint(img, _dots(yy, xx, ndimage.binary_erosion(nuc, iterations=max(2, int(r*.3))), rng.integers(1, 4), 1.5*g, rng), (178, 150, 205), .75)
+        _paint(img, _dots(yy, xx, ndimage.binary_erosion(nuc, iterations=max(2, int(r*.3))),
+                          rng.integers(1, 4), 1.5*g, rng), (178, 150, 205), .75)
     img = ndimage.gaussian_filter(img, (blur, blur, 0)) if blur>0 else img
     img = img*brightness + rng.normal(0, noise, img.shape)
     return np.clip(np.round(img), 0, 255).astype(np.uint8), nuc, cell
@@ -146,7 +152,8 @@ def _make_domains():
         for mag,scale in (('100X', 1.), ('40X', .4), ('10X', .1)):
             for cam,(gain,q) in dict(C1=((1., 1., 1.), 92), C2=((.97, 1., 1.05), 70)).items():
                 n = f'{scope}_{mag}_{cam}'
-                ds[n] = Domain(n, tuple(t*g for t,g in zip(tint, gain)), .97 if scope=='L' else 1., blur, noise, scale, q)
+                ds[n] = Domain(n, tuple(t*g for t,g in zip(tint, gain)), .97 if scope=='L' else 1., blur, noise,
+                               scale, q)
     ds['matek19']   = Domain('matek19',   (.93, .88, 1.02), .95, .3, 2., 1., None)
     ds['acevedo20'] = Domain('acevedo20', (1.03, 1., .97), 1.02, .8, 3., 1., 85)
     return ds
@@ -167,7 +174,8 @@ def apply_domain(img:np.ndarray,          # uint8 RGB image rendered at 100×
     if domain.blur>0: x = ndimage.gaussian_filter(x, (domain.blur, domain.blur, 0))
     if domain.scale!=1:
         h,w = img.shape[:2]
-        small = Image.fromarray(np.clip(x, 0, 255).astype(np.uint8)).resize((max(1, round(w*domain.scale)), max(1, round(h*domain.scale))), Image.BILINEAR)
+        small = Image.fromarray(np.clip(x, 0, 255).astype(np.uint8)).resize(
+            (max(1, round(w*domain.scale)), max(1, round(h*domain.scale))), Image.BILINEAR)
         x = np.asarray(small.resize((w, h), Image.BILINEAR), float)
     if domain.noise>0: x = x + rng.normal(0, domain.noise, x.shape)
     x = np.clip(np.round(x), 0, 255).astype(np.uint8)
@@ -266,7 +274,7 @@ def synth_smear(sz:int=256,                   # Side of the square field, in pix
         objs.append(dict(label=cls, **dict(zip(ATTRIBUTES, attrs)), kind='wbc'))
     n_rbc = int(sz*sz/500) if n_rbc is None else n_rbc
     rbc = _rbcs(img, yy, xx, sz, rng, avoid=ndimage.binary_dilation(lab>0, iterations=2), n=n_rbc, rscale=.33)
-    for k,sl in enumerate(ndimage.find_objects(ndimage.label(rbc)[0])):   # each red cell an instance (touching ones merge)
+    for k,sl in enumerate(ndimage.find_objects(ndimage.label(rbc)[0])):   # one instance per red cell (touching: merged)
         m = np.zeros_like(rbc); m[sl] = rbc[sl]
         m &= lab==0
         if m.sum() < 20: continue
@@ -294,7 +302,8 @@ def synth_nuclei(sz:int=128,                 # Side of the square field in pixel
     yy,xx = np.mgrid[:sz, :sz].astype(float)
     img = np.empty((sz, sz, 3)); img[:] = np.array((228, 222, 214.))*rng.uniform(.97, 1.02, 3)
     centres = rng.uniform(sz*.25, sz*.75, (max(1, n_clusters), 2))
-    for cy,cx in centres: _paint(img, _ellipse(yy, xx, cy, cx, sz*.3, sz*.22, rng.uniform(0, np.pi)), (205, 190, 215), .6)
+    for cy,cx in centres:
+        _paint(img, _ellipse(yy, xx, cy, cx, sz*.3, sz*.22, rng.uniform(0, np.pi)), (205, 190, 215), .6)
     lab = np.zeros((sz, sz), np.int32); k = 0
     for i in range(n):
         cy,cx = centres[i % len(centres)] + rng.normal(0, sz*.09, 2)
@@ -309,7 +318,8 @@ def synth_nuclei(sz:int=128,                 # Side of the square field in pixel
     return np.clip(np.round(img), 0, 255).astype(np.uint8), lab
 
 # %% ../nbs/10_synthetic.ipynb #784ab0e3
-SYNAPSE_ORGANS = ('background', 'spleen', 'right_kidney', 'left_kidney', 'gallbladder', 'liver', 'stomach', 'aorta', 'pancreas')
+SYNAPSE_ORGANS = ('background', 'spleen', 'right_kidney', 'left_kidney', 'gallbladder', 'liver', 'stomach', 'aorta',
+                  'pancreas')
 
 # organ id: centre (y, x) and radii (ry, rx) as fractions of the slice, intensity in [0, 1] after windowing
 _ORGANS = {5: ((.42, .30), (.20, .17), .62), 1: ((.45, .78), (.09, .07), .58), 2: ((.62, .30), (.07, .055), .70),
@@ -328,7 +338,8 @@ def synth_ct(sz:int=128,                       # Side of the square slice
     img[body] = .38; img[body & ~_ellipse(yy, xx, sz*.5, sz*.5, sz*.33, sz*.43)] = .15   # fat rim
     img[_ellipse(yy, xx, sz*.78, sz*.5, sz*.05, sz*.05)] = 1.                                # vertebra
     ids = [o for o in _ORGANS if rng.random() < .75] if organs is None else list(organs)
-    for o in sorted(ids, key=lambda o: -_ORGANS.get(o, (0, (0, 0)))[1][0]*_ORGANS.get(o, (0, (0, 0)))[1][1]):  # big first
+    # big organs first
+    for o in sorted(ids, key=lambda o: -_ORGANS.get(o, (0, (0, 0)))[1][0]*_ORGANS.get(o, (0, (0, 0)))[1][1]):
         if o not in _ORGANS: raise ConfigError(f"organ id {o}: expected 1..8 ({', '.join(SYNAPSE_ORGANS[1:])})")
         (cy,cx),(ry,rx),v = _ORGANS[o]
         m = _ellipse(yy, xx, sz*(cy + rng.normal(0, .015)), sz*(cx + rng.normal(0, .015)),

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_train.ipynb #5f8b0efa
 from __future__ import annotations
-import functools, importlib, os, re, socket, time, warnings
+import functools, importlib, os, socket, time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
@@ -22,8 +22,9 @@ from fastai.torch_core import defaults, get_model, num_distrib, rank_distrib
 import fastai.distributed as fdist
 
 from . import __version__
-from .core import CheckpointError, ConfigError, logger, get_device, save_json, load_json, atomic_write
-from .runs import RunConflict, _fmt_diff, current_run, settings_diff
+from .core import (CheckpointError, ConfigError, atomic_write, get_device, load_json, load_tensors, logger,
+                           model_device, save_json, short_list)
+from .runs import RunConflict, format_diff, current_run, settings_diff
 
 # %% auto #0
 __all__ = ['hb_learner', 'save_checkpoint', 'load_checkpoint', 'load_weights', 'RunLogger', 'EpochCheckpoint', 'fit',
@@ -31,11 +32,6 @@ __all__ = ['hb_learner', 'save_checkpoint', 'load_checkpoint', 'load_weights', '
 
 # %% ../nbs/01_train.ipynb #3b3d51c2
 _AMP = ('auto', 'no', 'fp16', 'bf16')
-
-def _model_device(model) -> torch.device:
-    "The device of `model`'s first parameter (unwrapping DDP); the CPU for a model without parameters."
-    p = next(iter(get_model(model).parameters()), None)
-    return p.device if p is not None else torch.device('cpu')
 
 def _amp_mode(mixed_precision, dev):
     "The mixed precision to use on `dev`: 'no', 'fp16' or 'bf16'; `ConfigError` for a bad or impossible request."
@@ -56,8 +52,8 @@ def _save_params(run_dir, params):
     if f.exists():
         old = {k:v for k,v in load_json(f).items() if k!='run_id'}
         if d := settings_diff(old, params):
-            raise RunConflict(f"{run_dir} was trained with other parameters ({_fmt_diff(d)}); resuming its checkpoint would "
-                              "mix two runs: use another run_dir, or delete this one")
+            raise RunConflict(f"{run_dir} was trained with other parameters ({format_diff(d)}); resuming its "
+                              "checkpoint would mix two runs: use another run_dir, or delete this one")
     save_json({**({'run_id': run.id} if run else {}), **params}, f)
 
 def hb_learner(dls,                          # fastai `DataLoaders`
@@ -112,52 +108,15 @@ def save_checkpoint(learn:Learner,        # The learner whose model and optimize
 # %% ../nbs/01_train.ipynb #23953640
 _CKPT_KEYS = ('model', 'epoch', 'n_epoch')
 
-def _few(ks, n=5): return ', '.join(map(str, ks[:n])) + (f' (and {len(ks)-n} more)' if len(ks)>n else '')
-
-def _why(e):
-    "A one-line reason from a `torch.load` error: the unpickler's complaint rather than its advice on `weights_only`."
-    m = re.search(r'WeightsUnpickler error:\s*(.+?)\s*(?:\n\s*\n|Check the documentation|$)', str(e), re.S)
-    msg = m.group(1) if m else (str(e).strip().splitlines() or [''])[0]
-    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
-
-_NO_UNPICKLE = "hemabook loads tensors only and never unpickles a file (unpickling can run any code hidden in it)"
-
-def _torch_load(path, device='cpu'):
-    "`torch.load(path, weights_only=True)` onto `device`, with a `CheckpointError` that says why a file is refused."
-    path = Path(path)
-    if not path.exists(): raise CheckpointError(f"{path}: no such checkpoint file")
-    if not path.is_file(): raise CheckpointError(f"{path}: not a file")
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings('ignore', message='Detected pickle protocol')
-            return torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:
-        if m := re.search(r'Unsupported global: GLOBAL (\S+)', str(e)):
-            raise CheckpointError(
-                f"{path}: the checkpoint holds Python objects such as {m.group(1)}; {_NO_UNPICKLE}. To convert a file "
-                f"you trust, allow just those classes while you load it once yourself and keep its tensors: "
-                f"`with torch.serialization.safe_globals([{m.group(1)}]): ck = torch.load(path, weights_only=True)`, "
-                "then `torch.save(<its state dict of tensors>, new_path)`, and give hemabook new_path") from e
-        if re.search(r'Unsupported operand|invalid load key', str(e)) and _is_pickle(path):
-            raise CheckpointError(
-                f"{path}: a plain Python pickle, not a torch file of tensors; {_NO_UNPICKLE}. To convert a file you "
-                "trust, open it with the program that wrote it and save the weights as a dict of tensors "
-                "(`torch.save(state_dict, new_path)`), then give hemabook new_path") from e
-        raise CheckpointError(f"{path}: cannot read the checkpoint (corrupt or not a torch file): {_why(e)}") from e
-
-def _is_pickle(path):
-    "Whether `path` starts like a pickle (protocol 2+ opcode PROTO, or protocol 0/1's '(' or '}')."
-    with open(path, 'rb') as f: head = f.read(2)
-    return head[:1] == b'\x80' and head[1:2] in b'\x02\x03\x04\x05' or head[:1] in (b'(', b'}', b']')
-
 def _read_ckpt(path, device, with_opt=True):
     "The checkpoint dict at `path`, loaded with `weights_only=True` onto `device`; `CheckpointError` if unusable."
-    ckpt = _torch_load(path, device)
+    ckpt = load_tensors(path, device)
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: expected a dict with keys {', '.join(_CKPT_KEYS)}, got {type(ckpt).__name__}")
     missing = [k for k in _CKPT_KEYS + (('opt',) if with_opt else ()) if k not in ckpt]
     if missing:
-        raise CheckpointError(f"{path}: the checkpoint lacks the key(s) {_few(missing)}; it has {_few(list(ckpt))}")
+        raise CheckpointError(f"{path}: the checkpoint lacks the key(s) {short_list(missing)}; "
+                              f"it has {short_list(list(ckpt))}")
     return ckpt
 
 # %% ../nbs/01_train.ipynb #7a74ab0a
@@ -168,7 +127,8 @@ def _check_fits(sd, model, path):
     missing,unexpected = [k for k in ref if k not in sd],[k for k in sd if k not in ref]
     shapes = [f"{k} {tuple(sd[k].shape)} in the checkpoint vs {tuple(v.shape)} in the model" for k,v in ref.items()
               if k in sd and isinstance(sd[k], torch.Tensor) and isinstance(v, torch.Tensor) and sd[k].shape!=v.shape]
-    errs = [f"{what} {_few(ks, n)}" for what,ks,n in (('missing keys', missing, 5), ('unexpected keys', unexpected, 5),
+    errs = [f"{what} {short_list(ks, n)}" for what,ks,n in (('missing keys', missing, 5),
+                                                      ('unexpected keys', unexpected, 5),
                                                       ('shape mismatch:', shapes, 3)) if ks]
     if errs: raise CheckpointError(f"{path}: the checkpoint does not fit the model: " + '; '.join(errs))
 
@@ -204,31 +164,33 @@ def load_checkpoint(learn:Learner,       # The learner to load into; its model d
                     with_opt:bool=True,  # Also restore the optimizer state
                    ) -> dict:            # The meta data: epoch, n_epoch, torch_rng, hemabook_version
     "Load the checkpoint at `path` into `learn` with `weights_only=True`; `CheckpointError` says what is wrong."
-    ckpt = _read_ckpt(path, _model_device(learn.model), with_opt=with_opt)
+    ckpt = _read_ckpt(path, model_device(learn.model), with_opt=with_opt)
     _apply_ckpt(learn, ckpt, path, with_opt=with_opt)
     return {k:v for k,v in ckpt.items() if k not in ('model','opt')}
 
 # %% ../nbs/01_train.ipynb #80228b1b
 def load_weights(model:torch.nn.Module, # The module to fill
-                 weights:str|Path,      # A weights-only torch file: a state dict, or one under 'state_dict', 'model' or 'model_state_dict'
+                 weights:str|Path,      # A weights-only torch file holding a state dict, maybe under a known key
                  what:str='the model',  # How errors name `model`
                  prefix:str='',         # Removed from the start of every key first (e.g. 'embedder.')
                 ) -> torch.nn.Module:   # `model`
-    "Load pretrained `weights` (read with `weights_only=True`) into `model`: every weight must be there in the right shape; extra keys are ignored and counted."
-    sd = _torch_load(weights)
+    "Load `weights` (weights-only) into `model`: every weight must be there in the right shape; extras are ignored."
+    sd = load_tensors(weights)
     for k in ('state_dict', 'model', 'model_state_dict'):
         if isinstance(sd, dict) and isinstance(sd.get(k), dict): sd = sd[k]
     if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):
         raise CheckpointError(f"{weights}: expected a state dict of tensors (optionally under 'state_dict' or 'model')")
     sd,own = {k.removeprefix(prefix): v for k,v in sd.items()},model.state_dict()
     missing = [k for k in own if k not in sd]
-    if missing: raise CheckpointError(f"{weights}: {len(missing)} weight(s) of {what} are missing, e.g. {_few(missing)}")
+    if missing:
+        raise CheckpointError(f"{weights}: {len(missing)} weight(s) of {what} are missing, e.g. {short_list(missing)}")
     bad = [k for k in own if sd[k].shape!=own[k].shape]
-    if bad: raise CheckpointError(f"{weights}: shape mismatch for {_few(bad)}: {bad[0]} is {tuple(sd[bad[0]].shape)}, "
-                                  f"{what} needs {tuple(own[bad[0]].shape)}")
+    if bad: raise CheckpointError(f"{weights}: shape mismatch for {short_list(bad)}: "
+                                  f"{bad[0]} is {tuple(sd[bad[0]].shape)}, {what} needs {tuple(own[bad[0]].shape)}")
     model.load_state_dict({k: sd[k] for k in own})
     extra = [k for k in sd if k not in own]
-    if extra: logger.info("%s: ignored %d weight(s) that are not part of %s (%s)", weights, len(extra), what, _few(extra))
+    if extra: logger.info("%s: ignored %d weight(s) that are not part of %s (%s)", weights, len(extra), what,
+                          short_list(extra))
     return model
 
 # %% ../nbs/01_train.ipynb #f095ad7e
@@ -298,7 +260,7 @@ def fit(learn:Learner,        # A learner, usually from `hb_learner`
     rd = getattr(learn, 'run_dir', None)
     path,start = (Path(rd)/'checkpoints'/'last.pth' if rd is not None else None),0
     if resume and path is not None and path.exists():
-        ckpt = _read_ckpt(path, _model_device(learn.model))
+        ckpt = _read_ckpt(path, model_device(learn.model))
         if ckpt['n_epoch']!=n_epoch:
             raise ConfigError(f"{path} comes from a run of {ckpt['n_epoch']} epochs ({ckpt['epoch']+1} done), but fit "
                               f"asks for n_epoch={n_epoch}; the one-cycle schedule depends on the total, so resume "
@@ -348,7 +310,7 @@ def precise_bn(model:torch.nn.Module, # A model with BatchNorm layers
     return model
 
 class PreciseBN(Callback):
-    "Before each validation, re-estimate BatchNorm statistics on training batches (`precise_bn`); training itself is unchanged."
+    "Re-estimate BatchNorm statistics on training batches (`precise_bn`) before each validation; training is unchanged."
     order = 5
     def __init__(self, max_batches:int=50, fwd:Callable|None=None): self.max_batches,self.fwd = max_batches,fwd
     def before_validate(self): precise_bn(get_model(self.learn.model), self.dls.train, self.max_batches, self.fwd)
@@ -381,7 +343,7 @@ def distrib_ctx(learn:Learner,          # The learner to train with DDP
     if num_distrib() <= 1:
         yield learn
         return
-    dev = _model_device(learn.model)
+    dev = model_device(learn.model)
     if dev.type not in ('cpu', 'cuda'):
         raise ConfigError(f"distributed training needs CUDA (NCCL) or the CPU (gloo); the model is on {dev}")
     cpu = dev.type=='cpu'

@@ -9,7 +9,8 @@ def test_attributes_learned_on_generated_smears(tmp_path):
     from hemabook.core import set_seed
     from hemabook.data.det import det_dls
     from hemabook.data.samples import write_attri_smears
-    from hemabook.attridet import LA_LABELS, AttriDet, attridet_learner, evaluate, patient_split, read_leukemiaattri
+    from hemabook.attridet import LA_LABELS, AttriDet, attridet_learner, evaluate, patient_split
+    from hemabook.data.det import read_leukemiaattri
     from hemabook.train import fit
     write_attri_smears(tmp_path, n_img=40, n_test=16, domains=('H_100X_C1',), yolo_domain=None, n_wbc=4, seed=5)
     df = read_leukemiaattri(tmp_path)

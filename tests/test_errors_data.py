@@ -66,7 +66,7 @@ def img_folder(tmp_path):
     return tmp_path
 
 def test_image_folder_default_drops_and_reports(img_folder, caplog):
-    with caplog.at_level(logging.WARNING, logger='hemabook'): df = read_image_folder(img_folder)
+    with caplog.at_level(logging.WARNING, logger='hemabook'): df = read_image_folder(img_folder, scheme=None)
     assert sorted(Path(p).name for p in df.path) == ['a0.png', 'a1.png', 'b2.png', 'b3.png']
     assert df.attrs['dropped'] == {'unreadable image': 3}
     assert sorted(Path(p).name for p,r in df.attrs['dropped_items']) == sorted(_BAD)
@@ -75,18 +75,18 @@ def test_image_folder_default_drops_and_reports(img_folder, caplog):
 
 def test_image_folder_check_raise_names_files(img_folder):
     with pytest.raises(DataError, match='3 of 7 images cannot be read') as e:
-        read_image_folder(img_folder, check='raise')
+        read_image_folder(img_folder, scheme=None, check='raise')
     for n in _BAD: assert n in str(e.value)
 
 def test_image_folder_check_options(img_folder):
-    assert len(read_image_folder(img_folder, check=None)) == 7          # trusted: listed, never opened
-    assert len(read_image_folder(img_folder, check='skip')) == 4
-    assert len(read_cells(img_folder, 'imagefolder')) == 4
-    with pytest.raises(ConfigError, match="check='full'"): read_image_folder(img_folder, check='full')
+    assert len(read_image_folder(img_folder, scheme=None, check=None)) == 7          # trusted: listed, never opened
+    assert len(read_image_folder(img_folder, scheme=None, check='skip')) == 4
+    assert len(read_cells(img_folder, 'imagefolder', scheme=None)) == 4
+    with pytest.raises(ConfigError, match="check='full'"): read_image_folder(img_folder, scheme=None, check='full')
 
 @pytest.mark.parametrize('bad', _BAD)
 def test_quick_check_raise_names_the_file(img_folder, bad):
-    df = read_image_folder(img_folder, check=None)
+    df = read_image_folder(img_folder, scheme=None, check=None)
     df = df[df.path.map(lambda p: Path(p).name in ('a0.png', bad))]
     with pytest.raises(DataError, match=re.escape(bad)): check_images(df, quick=True)
 
@@ -99,7 +99,7 @@ def test_quick_check_keeps_good_files(tmp_path):
     Image.fromarray(x[..., 0]).save(d/'grey.jpg'); Image.fromarray(x).save(d/'a.bmp')
     tifffile.imwrite(d/'deep.tif', x.astype(np.uint16)*257); tifffile.imwrite(d/'zip.tiff', x, compression='zlib')
     tifffile.imwrite(d/'tiled.tif', _img(1, 64, 64), tile=(16, 16))
-    df = read_image_folder(tmp_path, check='raise')
+    df = read_image_folder(tmp_path, scheme=None, check='raise')
     assert len(df) == 10
     assert len(check_images(df, quick=True)) == 10
 

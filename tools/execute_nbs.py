@@ -17,7 +17,7 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from nbdev.config import get_config
-from hemabook.runner import _ipc_kernels
+from hemabook.runner import ipc_kernels
 
 def _directives(src):
     "The `#| key value` lines at the top of a cell, as {key: value}."
@@ -43,7 +43,7 @@ def execute(fn, flags, kernel='hemabook', timeout=900):
     for c in run.cells:
         if c.cell_type == 'code' and skip_cell(c, flags): c.source = ''
     try: NotebookClient(run, kernel_name=kernel, timeout=timeout, resources={'metadata': {'path': str(fn.parent)}},
-                        kernel_manager_class=_ipc_kernels()).execute()   # as `hemabook run` does: no TCP ports
+                        kernel_manager_class=ipc_kernels()).execute()   # as `hemabook run` does: no TCP ports
     except CellExecutionError as e:
         sys.stderr.write(f"{fn}: {e}\n"); return False
     for c,r in zip(nb.cells, run.cells):

@@ -15,8 +15,10 @@ from ..synthetic import (ATTRIBUTES, ATTRI_CLASSES, WBC_KINDS, apply_domain, syn
                                 synth_wbc, write_wbc_folders)
 from .cls import write_class_folders
 from .taxonomy import canonical
-from .det import DET_COLS, LA_ATTRS, LA_CLASSES, TAIL_COLS, write_leukemiaattri_coco, write_leukemiaattri_yolo, write_voc
-from .seg import INST_COLS, mask_to_rle, write_coco_instances, write_dsb2018, write_synapse_h5, write_synapse_npz
+from .det import (DET_COLS, LA_ATTRS, LA_CLASSES, TAIL_COLS, write_leukemiaattri_coco,
+                               write_leukemiaattri_yolo, write_voc)
+from .seg import (INST_COLS, mask_to_rle, write_coco_instances, write_dsb2018, write_synapse_h5,
+                               write_synapse_npz)
 
 # %% auto #0
 __all__ = ['SAMPLE_SETS', 'write_domain_pair', 'write_wbc_masks', 'write_cnmc_like', 'write_attri_smears', 'write_bccd_like',
@@ -115,7 +117,8 @@ def write_attri_smears(root:str|Path,                      # Folder for the doma
             tabs.append(pd.DataFrame(_smear_rows(f, img, objs, dom, patient, dx, split)))
     df = pd.concat(tabs, ignore_index=True)
     for dom,g in df.groupby('domain', sort=False):
-        for split,h in g.groupby('split', sort=False): write_leukemiaattri_coco(h, root/dom/'COCO Dataset'/'Annotations'/f'{split}.json')
+        for split,h in g.groupby('split', sort=False):
+            write_leukemiaattri_coco(h, root/dom/'COCO Dataset'/'Annotations'/f'{split}.json')
         if dom==yolo_domain: write_leukemiaattri_yolo(g, root/dom/'yolo')
     return df
 
@@ -130,7 +133,8 @@ def write_bccd_like(root:str|Path,    # Folder to hold `BCCD/`
     "Write generated smears with RBC, WBC and Platelets boxes as a BCCD-style Pascal VOC folder `root/BCCD`."
     root = Path(root)/'BCCD'; rows = []
     for i in range(n_img):
-        img,objs,_ = synth_smear(sz, n_wbc=2, classes=('neutrophil', 'lymphocyte', 'monocyte', 'eosinophil', 'basophil'),
+        img,objs,_ = synth_smear(sz, n_wbc=2,
+                                 classes=('neutrophil', 'lymphocyte', 'monocyte', 'eosinophil', 'basophil'),
                                  rng=np.random.default_rng([seed, i]))
         iid = f'BloodImage_{i:05d}'; f = root/'JPEGImages'/f'{iid}.jpg'
         f.parent.mkdir(parents=True, exist_ok=True); Image.fromarray(img).save(f, quality=90)
@@ -138,7 +142,8 @@ def write_bccd_like(root:str|Path,    # Folder to hold `BCCD/`
         for o in objs:
             fl = _BCCD_NAMES[o['kind']]
             rows.append(dict(path=str(f), image_id=iid, width=sz, height=sz, label=canonical(fl, 'bccd'), fine_label=fl,
-                             x0=o['x0'], y0=o['y0'], x1=o['x1'], y1=o['y1'], split=split, domain='bccd', patient=None, dataset='bccd'))
+                             x0=o['x0'], y0=o['y0'], x1=o['x1'], y1=o['y1'], split=split, domain='bccd', patient=None,
+                             dataset='bccd'))
     df = pd.DataFrame(rows, columns=DET_COLS + TAIL_COLS)
     write_voc(df, root)
     return df
@@ -172,7 +177,8 @@ def write_synapse_sample(root:str|Path,   # Synapse root to write
                         ) -> Path:        # `root`
     "Write CT-like training slices (npz) and one test volume (h5) in Synapse's TransUNet layout."
     root = Path(root)
-    slices = {f'case{5+i%4:04d}_slice{i//4:03d}': synth_ct(sz, rng=np.random.default_rng([seed, i])) for i in range(n_train)}
+    slices = {f'case{5+i%4:04d}_slice{i//4:03d}': synth_ct(sz, rng=np.random.default_rng([seed, i]))
+              for i in range(n_train)}
     write_synapse_npz(root, slices)
     vol = [synth_ct(sz, rng=np.random.default_rng([seed, 99, i])) for i in range(n_test)]
     write_synapse_h5(root, {'case0001': (np.stack([v[0] for v in vol]), np.stack([v[1] for v in vol]))})

@@ -12,21 +12,21 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from ..core import DataError, ConfigError, logger, load_image, load_json, save_json
-from .core import note_dropped, valid_mask
-from .det import _img_size
+from ..core import DataError, ConfigError, IMAGE_EXTS, logger, load_image, load_json, read_image_size, save_json
+from .core import note_dropped, register_format, valid_mask
 
 # %% auto #0
 __all__ = ['INST_COLS', 'SEM_COLS', 'SYNAPSE_COLS', 'BCCD_WBC_CLASSES', 'MASK_DECODERS', 'SYNAPSE_CLASSES', 'mask_to_rle',
            'rle_to_mask', 'read_mask_png', 'row_mask', 'read_coco_instances', 'mask_to_polygons',
            'write_coco_instances', 'synth_nuclei_image', 'instance_label_image', 'boxes_from_label_image',
-           'read_dsb2018', 'write_dsb2018', 'bccd_wbc_mask', 'read_mask_folder', 'read_bccd_wbc_masks',
-           'write_mask_crops', 'read_synapse', 'synapse_slices', 'load_synapse_item', 'write_synapse_npz',
-           'write_synapse_h5', 'InstDataset', 'ct_slice_rgb', 'image_tensor', 'SemDataset', 'inst_dls', 'sem_dls',
-           'show_masks']
+           'read_coco_folder', 'read_dsb2018', 'write_dsb2018', 'bccd_wbc_mask', 'read_mask_folder',
+           'read_bccd_wbc_masks', 'write_mask_crops', 'read_synapse', 'synapse_slices', 'load_synapse_item',
+           'write_synapse_npz', 'write_synapse_h5', 'InstDataset', 'ct_slice_rgb', 'image_tensor', 'SemDataset',
+           'inst_dls', 'sem_dls', 'show_masks']
 
 # %% ../../nbs/14_data_seg.ipynb #40171179
-INST_COLS = ['path', 'image_id', 'width', 'height', 'label', 'x0', 'y0', 'x1', 'y1', 'rle', 'mask_path', 'split', 'dataset']
+INST_COLS = ['path', 'image_id', 'width', 'height', 'label', 'x0', 'y0', 'x1', 'y1', 'rle', 'mask_path', 'split',
+             'dataset']
 SEM_COLS  = ['path', 'mask_path', 'split', 'dataset']
 SYNAPSE_COLS = ['path', 'mask_path', 'slice', 'n_slices', 'patient', 'split', 'dataset']
 
@@ -34,7 +34,8 @@ def _table(rows, cols, dropped_items=(), **attrs):
     "A DataFrame with `cols`, the drop counts in `attrs` and one warning summarising them."
     num = {'width', 'height', 'x0', 'y0', 'x1', 'y1', 'slice', 'n_slices'}
     vals = list(zip(*rows)) if rows else [()]*len(cols)
-    df = pd.DataFrame({c: pd.Series(list(v), dtype=float if c in num else object) for c,v in zip(cols, vals)})   # None stays None
+    df = pd.DataFrame({c: pd.Series(list(v), dtype=float if c in num else object)   # None stays None
+                       for c,v in zip(cols, vals)})
     return note_dropped(df, dropped_items, attrs.pop('source', 'reader'), **attrs)
 
 # %% ../../nbs/14_data_seg.ipynb #9d1bc260
@@ -76,8 +77,10 @@ def _ann_rle(seg, h, w, where):
         rle = mu.merge(mu.frPyObjects([[float(v) for v in p] for p in polys], h, w))
     elif isinstance(seg, dict) and 'counts' in seg and 'size' in seg:
         if isinstance(seg['counts'], list): rle = mu.frPyObjects(seg, *seg['size'])
-        else: rle = {'size': list(seg['size']), 'counts': seg['counts'].encode('ascii') if isinstance(seg['counts'], str) else seg['counts']}
-        if list(rle['size']) != [h, w]: raise DataError(f"{where}: RLE size {list(rle['size'])} differs from the image size [{h}, {w}]")
+        else: rle = {'size': list(seg['size']),
+                     'counts': seg['counts'].encode('ascii') if isinstance(seg['counts'], str) else seg['counts']}
+        if list(rle['size']) != [h, w]:
+            raise DataError(f"{where}: RLE size {list(rle['size'])} differs from the image size [{h}, {w}]")
     else: raise DataError(f"{where}: segmentation is neither a polygon list nor an RLE dict with 'size' and 'counts'")
     c = rle['counts']
     return {'size': [int(s) for s in rle['size']], 'counts': c.decode('ascii') if isinstance(c, bytes) else c}
@@ -85,7 +88,8 @@ def _ann_rle(seg, h, w, where):
 # %% ../../nbs/14_data_seg.ipynb #7b2e0e03
 def _coco_parts(js, json_path):
     if not isinstance(js, dict) or not js.get('images'):
-        raise DataError(f"{json_path}: empty or invalid COCO file: expected a dict with 'images', 'annotations', 'categories'")
+        raise DataError(f"{json_path}: empty or invalid COCO file: "
+                        "expected a dict with 'images', 'annotations', 'categories'")
     for k in ('annotations', 'categories'):
         if not isinstance(js.get(k), list): raise DataError(f"{json_path}: no '{k}' list")
     return js['images'], js['annotations'], {c['id']: c['name'] for c in js['categories']}
@@ -93,7 +97,7 @@ def _coco_parts(js, json_path):
 def read_coco_instances(json_path:str|Path,       # COCO instances JSON
                         images_dir:str|Path,      # Folder the `file_name`s are relative to
                         split:str|None=None,      # Value of the `split` column
-                        dataset:str='coco',       # Value of the `dataset` column
+                        dataset:str|None=None,    # `dataset`; None: the folder holding `annotations/` (or the JSON)
                        ) -> pd.DataFrame:         # Instance table, `rle` set on every object row
     "Read a COCO instance-segmentation file (polygons, RLE or both) into an instance table."
     import pycocotools.mask as mu
@@ -101,11 +105,13 @@ def read_coco_instances(json_path:str|Path,       # COCO instances JSON
     if json_path.exists() and json_path.stat().st_size == 0: raise DataError(f"{json_path}: empty annotation file")
     imgs,anns,cats = _coco_parts(load_json(json_path), json_path)
     imgs = {im['id']: im for im in imgs}
+    dataset = dataset or (json_path.parent.parent if json_path.parent.name == 'annotations' else json_path.parent).name
     rows,drop,seen = [],[],set()
     for a in anns:
         where = f"{json_path}: annotation {a.get('id')}"
         if a.get('image_id') not in imgs: raise DataError(f"{where} points at unknown image id {a.get('image_id')!r}")
-        if a.get('category_id') not in cats: raise DataError(f"{where} has unknown category id {a.get('category_id')!r}")
+        if a.get('category_id') not in cats:
+            raise DataError(f"{where} has unknown category id {a.get('category_id')!r}")
         im = imgs[a['image_id']]; h,w = int(im['height']), int(im['width'])
         rle = _ann_rle(a.get('segmentation'), h, w, where)
         enc = {'size': rle['size'], 'counts': rle['counts'].encode('ascii')}
@@ -114,7 +120,8 @@ def read_coco_instances(json_path:str|Path,       # COCO instances JSON
         if not bb or len(bb) != 4 or bb[2] <= 0 or bb[3] <= 0: bb = mu.toBbox(enc).tolist()
         x,y,bw,bh = map(float, bb)
         seen.add(a['image_id'])
-        rows.append((str(images_dir/im['file_name']), a['image_id'], w, h, cats[a['category_id']], x, y, x+bw, y+bh, rle, None, split, dataset))
+        rows.append((str(images_dir/im['file_name']), a['image_id'], w, h, cats[a['category_id']], x, y, x+bw, y+bh,
+                     rle, None, split, dataset))
     for i,im in imgs.items():   # images without objects keep one row
         if i not in seen: rows.append((str(images_dir/im['file_name']), i, int(im['width']), int(im['height']), None,
                                        *[np.nan]*4, None, None, split, dataset))
@@ -143,7 +150,8 @@ def write_coco_instances(df:pd.DataFrame,         # Instance table
     names = sorted({l for l in df['label'] if isinstance(l, str)})
     cat = {n: i+1 for i,n in enumerate(names)}
     first = df.drop_duplicates('path').set_index('path')
-    images = [dict(id=ids[p], file_name=Path(p).name, width=int(first.loc[p, 'width']), height=int(first.loc[p, 'height'])) for p in paths]
+    images = [dict(id=ids[p], file_name=Path(p).name, width=int(first.loc[p, 'width']),
+                   height=int(first.loc[p, 'height'])) for p in paths]
     anns = []
     for _,r in df[df['label'].map(lambda l: isinstance(l, str))].iterrows():
         m = _obj_mask(r)
@@ -151,7 +159,8 @@ def write_coco_instances(df:pd.DataFrame,         # Instance table
         bb = [float(r.x0), float(r.y0), float(r.x1-r.x0), float(r.y1-r.y0)]
         anns.append(dict(id=len(anns)+1, image_id=ids[r['path']], category_id=cat[r['label']], segmentation=seg,
                          area=int(m.sum()), bbox=bb, iscrowd=0))
-    return save_json(dict(images=images, annotations=anns, categories=[dict(id=i, name=n) for n,i in cat.items()]), json_path)
+    return save_json(dict(images=images, annotations=anns, categories=[dict(id=i, name=n) for n,i in cat.items()]),
+                     json_path)
 
 # %% ../../nbs/14_data_seg.ipynb #8ecdbeab
 def synth_nuclei_image(sz:int=64,      # Side of the square image
@@ -193,12 +202,46 @@ def boxes_from_label_image(lbl:np.ndarray, # H×W label image, 0 background
         if sl is not None: out[i] = (sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)
     return out
 
+# %% ../../nbs/14_data_seg.ipynb #e7a30428
+def _coco_split(stem:str) -> str|None:
+    "The split a COCO file name implies (`instances_val2017` → 'valid'), or None."
+    s = re.sub(r'^instances_|\d+$', '', stem)
+    return {'train': 'train', 'val': 'valid', 'valid': 'valid', 'test': 'test'}.get(s)
+
+def _has_images(d): return d.is_dir() and any(p.suffix.lower() in IMAGE_EXTS for p in d.iterdir())
+
+@register_format('coco', 'instance', 'COCO instances JSON (polygons or RLE masks) and its image folder',
+                 'annotations/<name>.json (or <name>.json) + <split>/, images/<split>/ or images/')
+def read_coco_folder(root:str|Path,          # The data set folder
+                     json:str|None=None,     # The JSON, relative to `root`; None: the one in `annotations/` or `root`
+                     images:str|None=None,   # The image folder, relative to `root`; None: found (see above)
+                     split:str|None=None,    # `split` value; None: from the JSON's name
+                     dataset:str|None=None,  # `dataset` value; None: the folder's name
+                    ) -> pd.DataFrame:       # Instance table (`read_coco_instances`)
+    "Read a COCO instance set from its folder: the JSON and the image folder are found there unless given."
+    root = Path(root)
+    if not root.is_dir(): raise DataError(f"{root}: no such folder (COCO data set root)")
+    if json is None:
+        js = sorted((root/'annotations').glob('*.json')) or sorted(root.glob('*.json'))
+        if len(js) != 1:
+            raise DataError(f"{root}: expected one COCO JSON in annotations/ or the folder, found {len(js)}"
+                            + (f" ({', '.join(j.name for j in js)}); pass json=" if js else ''))
+    js = root/json if json is not None else js[0]
+    if not js.is_file(): raise DataError(f"{js}: no such file (COCO JSON)")
+    s = re.sub(r'^instances_', '', js.stem)
+    cands = [root/images] if images is not None else [root/s, root/'images'/s, root/'images', root]
+    idir = next((d for d in cands if _has_images(d)), None)
+    if idir is None: raise DataError(f"{js}: no images in {', '.join(map(str, cands))}; pass images= the image folder")
+    return read_coco_instances(js, idir, split or _coco_split(js.stem), dataset or root.resolve().name)
+
 # %% ../../nbs/14_data_seg.ipynb #d2258f32
 def _mask_bbox(p):
     try:
         with Image.open(p) as im: return (im.convert('L') if im.mode not in ('L', '1') else im).getbbox()
     except (OSError, ValueError) as e: raise DataError(f"{p}: cannot read the mask ({type(e).__name__}: {e})") from e
 
+@register_format('dsb2018', 'instance', 'Data Science Bowl 2018 nuclei: one PNG per nucleus, boxes from the masks',
+                 'stage1_train/<id>/images/<id>.png, stage1_train/<id>/masks/*.png')
 def read_dsb2018(root:str|Path,               # Data set root holding `stage`, or the stage folder itself
                  stage:str='stage1_train',    # Stage folder name
                  split:str|None='train',      # Value of the `split` column
@@ -212,7 +255,7 @@ def read_dsb2018(root:str|Path,               # Data set root holding `stage`, o
     for i in ids:
         ip = base/i/'images'/f'{i}.png'
         if not ip.exists(): raise DataError(f"{base/i}: no image file images/{i}.png")
-        w,h = _img_size(ip)   # a DataError naming the file when the image is empty or unreadable
+        w,h = read_image_size(ip)   # a DataError naming the file when the image is empty or unreadable
         mps = sorted((base/i/'masks').glob('*.png')) if (base/i/'masks').is_dir() else []
         n0 = len(rows)
         for mp in mps:
@@ -254,7 +297,8 @@ def bccd_wbc_mask(path:str|Path,     # A `BloodImage_Mask_XXXXX.png`
     g = _grey(path)
     return ((g > cell_thr).astype(np.uint8) + (g > nuc_thr)).astype(np.uint8)
 
-MASK_DECODERS = dict(index=lambda p: _grey(p).copy(), binary=lambda p: (_grey(p) > 0).astype(np.uint8), bccd_wbc=bccd_wbc_mask)
+MASK_DECODERS = dict(index=lambda p: _grey(p).copy(), binary=lambda p: (_grey(p) > 0).astype(np.uint8),
+                     bccd_wbc=bccd_wbc_mask)
 
 # %% ../../nbs/14_data_seg.ipynb #27c01692
 def _img_files(d):
@@ -263,17 +307,19 @@ def _img_files(d):
 
 def read_mask_folder(images_dir:str|Path,          # Folder of images
                      masks_dir:str|Path,           # Folder of masks
-                     mask_name='{stem}.png',       # Mask file name: format string with `{stem}`, or callable(stem) -> name
+                     mask_name='{stem}.png',       # Mask name: format string with `{stem}`, or callable(stem) -> name
                      classes=('background', 'foreground'), # Class names, index = class id
                      decoder:str='index',          # Key of `MASK_DECODERS` that turns a mask file into class ids
                      split:str|None=None,          # Value of the `split` column
-                     dataset:str='masks',          # Value of the `dataset` column
+                     dataset:str|None=None,        # `dataset` value; None: the folder holding `images_dir`
                     ) -> pd.DataFrame:             # Semantic table
     "Pair the images in `images_dir` with their masks in `masks_dir`; unmatched files are counted."
     for d in (images_dir, masks_dir):
         if not Path(d).is_dir(): raise DataError(f"{d}: no such folder")
-    if decoder not in MASK_DECODERS: raise ConfigError(f"decoder={decoder!r}: expected one of {', '.join(MASK_DECODERS)}")
+    if decoder not in MASK_DECODERS:
+        raise ConfigError(f"decoder={decoder!r}: expected one of {', '.join(MASK_DECODERS)}")
     name = mask_name.format if isinstance(mask_name, str) else None
+    dataset = dataset or Path(images_dir).resolve().parent.name
     masks = {p.name: p for p in _img_files(masks_dir)}
     rows,drop,used = [],[],set()
     for ip in _img_files(images_dir):
@@ -283,16 +329,24 @@ def read_mask_folder(images_dir:str|Path,          # Folder of images
     drop += [(str(p), 'mask without image') for n,p in masks.items() if n not in used]
     return _table(rows, SEM_COLS, drop, source=str(masks_dir), classes=list(classes), decoder=decoder)
 
+# %% ../../nbs/14_data_seg.ipynb #a0909546
+@register_format('mask_folder', 'semantic', 'an image folder and a mask folder with matching names',
+                 'images/*.png|jpg, masks/<stem>.png (grey value = class id; decoder= and classes= for others)')
+def _mask_folder(root, images='images', masks='masks', **kw): return read_mask_folder(root/images, root/masks, **kw)
+
+@register_format('bccd_wbc', 'semantic', "BCCD's white-cell masks (Banik et al.): background, cytoplasm, nucleus",
+                 'BCCD/JPEGImages/BloodImage_<n>.jpg + wbc_masks/BloodImage_Mask_<n>.png')
 def read_bccd_wbc_masks(root:str|Path) -> pd.DataFrame:
     "The BCCD WBC masks (`root/wbc_masks`) paired with `root/BCCD/JPEGImages`, decoded by `bccd_wbc_mask`."
     root = Path(root)
-    return read_mask_folder(root/'BCCD'/'JPEGImages', root/'wbc_masks', lambda s: s.replace('BloodImage_', 'BloodImage_Mask_')+'.png',
+    return read_mask_folder(root/'BCCD'/'JPEGImages', root/'wbc_masks',
+                            lambda s: s.replace('BloodImage_', 'BloodImage_Mask_')+'.png',
                             classes=BCCD_WBC_CLASSES, decoder='bccd_wbc', dataset='bccd')
 
 # %% ../../nbs/14_data_seg.ipynb #8ef6256a
 def write_mask_crops(df:pd.DataFrame,   # Semantic table (`read_mask_folder`, `read_bccd_wbc_masks`)
                      root:str|Path,     # Folder to write `images/` and `masks/` into
-                     margin:float=0.5,  # Extra side on each side of the foreground box, as a fraction of its larger side
+                     margin:float=0.5,  # Margin on each side of the foreground box, as a fraction of its larger side
                     ) -> pd.DataFrame:  # Semantic table of the crops (index decoder), `split` kept
     "Crop every image of `df` to a square around its mask's foreground and write image + class-id mask PNGs."
     root = Path(root); (root/'images').mkdir(parents=True, exist_ok=True); (root/'masks').mkdir(exist_ok=True)
@@ -305,20 +359,25 @@ def write_mask_crops(df:pd.DataFrame,   # Semantic table (`read_mask_folder`, `r
         h = max(ys.max()-ys.min(), xs.max()-xs.min())*(0.5+margin) + 1
         y0,y1,x0,x1 = (int(max(0, round(v))) for v in (cy-h, cy+h, cx-h, cx+h))
         n = Path(r['path']).stem + '.png'; split[n] = r['split']
-        Image.fromarray(img[y0:y1, x0:x1]).save(root/'images'/n); Image.fromarray(m[y0:y1, x0:x1].astype(np.uint8)).save(root/'masks'/n)
+        Image.fromarray(img[y0:y1, x0:x1]).save(root/'images'/n)
+        Image.fromarray(m[y0:y1, x0:x1].astype(np.uint8)).save(root/'masks'/n)
     out = read_mask_folder(root/'images', root/'masks', classes=df.attrs.get('classes', ('background', 'foreground')),
                            dataset=str(df['dataset'].iloc[0]) if len(df) else 'masks')
     out['split'] = [split.get(Path(p).name) for p in out['path']]
-    return note_dropped(out, drop, f"write_mask_crops({root})", **{k: v for k,v in out.attrs.items() if k not in ('dropped', 'dropped_items')})
+    return note_dropped(out, drop, f"write_mask_crops({root})",
+                        **{k: v for k,v in out.attrs.items() if k not in ('dropped', 'dropped_items')})
 
 # %% ../../nbs/14_data_seg.ipynb #01ff43e2
-SYNAPSE_CLASSES = ('background', 'spleen', 'right kidney', 'left kidney', 'gallbladder', 'liver', 'stomach', 'aorta', 'pancreas')
+SYNAPSE_CLASSES = ('background', 'spleen', 'right kidney', 'left kidney', 'gallbladder', 'liver', 'stomach', 'aorta',
+                   'pancreas')
 
 def _list_names(lf, folder, pattern):
     "Names from a list file, or the files in `folder` when it is absent."
     if lf.exists(): return [(l.strip(), f"{lf}:{i+1}") for i,l in enumerate(lf.read_text().splitlines()) if l.strip()]
     return [(p.name.split('.')[0], str(p)) for p in sorted(folder.glob(pattern))] if folder.is_dir() else []
 
+@register_format('synapse', 'semantic', 'Synapse multi-organ CT as TransUNet/SAMed preprocess it (8 organs)',
+                 'train_npz/caseXXXX_sliceYYY.npz, test_vol_h5/caseXXXX.npy.h5, lists/lists_Synapse/*.txt')
 def read_synapse(root:str|Path,              # Folder with `train_npz/` and/or `test_vol_h5/`
                  list_dir:str|Path|None=None, # Folder with train.txt / test_vol.txt; default `root/lists/lists_Synapse`
                 ) -> pd.DataFrame:           # Semantic table with `slice`, `n_slices`, `patient`
@@ -374,7 +433,8 @@ def write_synapse_npz(root:str|Path,   # Synapse root
                      ) -> Path:
     "Write training slices to `root/train_npz/*.npz` and list them in `lists/lists_Synapse/train.txt`."
     d = Path(root)/'train_npz'; d.mkdir(parents=True, exist_ok=True)
-    for n,(img,lbl) in slices.items(): np.savez(d/f'{n}.npz', image=np.asarray(img, np.float32), label=np.asarray(lbl, np.uint8))
+    for n,(img,lbl) in slices.items():
+        np.savez(d/f'{n}.npz', image=np.asarray(img, np.float32), label=np.asarray(lbl, np.uint8))
     ld = Path(root)/'lists'/'lists_Synapse'; ld.mkdir(parents=True, exist_ok=True)
     (ld/'train.txt').write_text(''.join(f'{n}\n' for n in slices))
     return d
@@ -387,14 +447,16 @@ def write_synapse_h5(root:str|Path,    # Synapse root
     d = Path(root)/'test_vol_h5'; d.mkdir(parents=True, exist_ok=True)
     for n,(img,lbl) in vols.items():
         with h5py.File(d/f'{n}.npy.h5', 'w') as f:
-            f.create_dataset('image', data=np.asarray(img, np.float32)); f.create_dataset('label', data=np.asarray(lbl, np.float32))
+            f.create_dataset('image', data=np.asarray(img, np.float32))
+            f.create_dataset('label', data=np.asarray(lbl, np.float32))
     ld = Path(root)/'lists'/'lists_Synapse'; ld.mkdir(parents=True, exist_ok=True)
     (ld/'test_vol.txt').write_text(''.join(f'{n}\n' for n in vols))
     return d
 
 # %% ../../nbs/14_data_seg.ipynb #c5e997db
 def _resize(a, sz, nearest):
-    return np.array(a if sz is None else Image.fromarray(a).resize((sz, sz), Image.NEAREST if nearest else Image.BILINEAR))
+    return np.array(a if sz is None else
+                    Image.fromarray(a).resize((sz, sz), Image.NEAREST if nearest else Image.BILINEAR))
 
 class InstDataset(torch.utils.data.Dataset):
     "One item per image of an instance table: `(image 3×H×W float, masks N×H×W uint8, boxes N×4 float)`."
@@ -402,7 +464,8 @@ class InstDataset(torch.utils.data.Dataset):
                  sz:int|None=256,         # Resize to `sz`×`sz`; None keeps the image size
                 ):
         self.sz = sz
-        self.items = [(p, [(r, m) for r,m in zip(g['rle'], g['mask_path']) if isinstance(r, dict) or isinstance(m, str)],
+        self.items = [(p, [(r, m) for r,m in zip(g['rle'], g['mask_path'])
+                           if isinstance(r, dict) or isinstance(m, str)],
                        g.loc[g['label'].notna(), ['x0', 'y0', 'x1', 'y1']].to_numpy(np.float32))
                       for p,g in df.groupby('path', sort=False)]
     def __len__(self): return len(self.items)
@@ -410,7 +473,8 @@ class InstDataset(torch.utils.data.Dataset):
         p,objs,bxs = self.items[i]
         img = load_image(p); h,w = img.shape[:2]
         ms = [rle_to_mask(r) if isinstance(r, dict) else read_mask_png(m) for r,m in objs]
-        ms = np.stack([_resize(m.astype(np.uint8), self.sz, True) for m in ms]) if ms else np.zeros((0, *((self.sz,)*2 if self.sz else (h, w))), np.uint8)
+        ms = (np.stack([_resize(m.astype(np.uint8), self.sz, True) for m in ms]) if ms
+              else np.zeros((0, *((self.sz,)*2 if self.sz else (h, w))), np.uint8))
         if self.sz: bxs = bxs * np.array([self.sz/w, self.sz/h]*2, np.float32)
         return image_tensor(img, self.sz), torch.from_numpy(ms), torch.from_numpy(bxs.reshape(-1, 4))
 
@@ -433,7 +497,8 @@ class SemDataset(torch.utils.data.Dataset):
                  sz:int|None=256,         # Resize to `sz`×`sz`; None keeps the image size
                  tfm=None,                # Optional callable `(x, y) -> (x, y)` on the resized tensors (augmentation)
                 ):
-        if 'slice' in df and df['slice'].isna().any(): raise ConfigError("volume rows in the table: expand them with `synapse_slices`")
+        if 'slice' in df and df['slice'].isna().any():
+            raise ConfigError("volume rows in the table: expand them with `synapse_slices`")
         self.sz,self.tfm,self.dec = sz,tfm,MASK_DECODERS[df.attrs.get('decoder', 'index')]
         self.rows = df[[c for c in ('path', 'mask_path', 'slice') if c in df]].to_dict('records')
     def __len__(self): return len(self.rows)
@@ -493,7 +558,8 @@ def show_masks(img,                        # Image: array H×W[×C], tensor C×H
     from hemabook.core import show_image
     ax = show_image(img, ax=ax, figsize=figsize, title=title)
     m = masks.detach().cpu().numpy() if isinstance(masks, torch.Tensor) else np.asarray(masks)
-    if m.ndim == 3: m = (np.arange(1, len(m)+1)[:, None, None] * (m > 0)).max(0) if len(m) else np.zeros(m.shape[1:], int)
+    if m.ndim == 3:
+        m = (np.arange(1, len(m)+1)[:, None, None] * (m > 0)).max(0) if len(m) else np.zeros(m.shape[1:], int)
     cols = plt.get_cmap('tab20')(np.arange(20))
     rgba = np.zeros((*m.shape, 4)); fg = m > 0
     rgba[fg] = cols[(m[fg].astype(int) - 1) % 20]; rgba[fg, 3] = alpha

@@ -4,46 +4,73 @@
 
 # %% ../../nbs/11_data_taxonomy.ipynb #86019d32
 from __future__ import annotations
-import re
+import difflib, re
 
 import pandas as pd
 
 from ..core import ConfigError, DataError
 
 # %% auto #0
-__all__ = ['CELL_TYPES', 'LEUKEMIAATTRI_CLASSES', 'SCHEMES', 'COMMON_5', 'BCSAM_13', 'BCSAM_MAP', 'parent', 'ancestors', 'is_a',
-           'canonical', 'to_common5', 'bcsam_label', 'mapping_table']
+__all__ = ['CELL_TYPES', 'LEUKEMIAATTRI_CLASSES', 'SCHEMES', 'CELL_ALIASES', 'COMMON_5', 'BCSAM_13', 'BCSAM_MAP', 'parent',
+           'ancestors', 'is_a', 'closest_names', 'canonical', 'to_common5', 'bcsam_label', 'mapping_table']
 
 # %% ../../nbs/11_data_taxonomy.ipynb #eaec0775
 _TYPES = [ # name, parent, lineage, description
-    ('leukocyte',             None,                   'mixed',          'any white blood cell (coarse labels such as BCCD "WBC")'),
-    ('neutrophil',            'leukocyte',            'granulocytic',   'neutrophil granulocyte, band or segmented'),
-    ('neutrophil_segmented',  'neutrophil',           'granulocytic',   'segmented neutrophil: 2-5 nuclear lobes joined by threads'),
-    ('neutrophil_banded',     'neutrophil',           'granulocytic',   'band neutrophil: unsegmented, C- or S-shaped nucleus'),
-    ('eosinophil',            'leukocyte',            'granulocytic',   'eosinophil: bilobed nucleus, large orange-red granules'),
-    ('basophil',              'leukocyte',            'granulocytic',   'basophil: dark purple granules hiding the nucleus'),
-    ('immature_granulocyte',  'leukocyte',            'granulocytic',   'promyelocyte, myelocyte or metamyelocyte (Acevedo "IG")'),
-    ('promyelocyte',          'immature_granulocyte', 'granulocytic',   'promyelocyte: large, round nucleus, azurophilic granules'),
-    ('promyelocyte_bilobed',  'promyelocyte',         'granulocytic',   'bilobed promyelocyte (Matek "PMB"), typical of APL'),
-    ('abnormal_promyelocyte', 'promyelocyte',         'granulocytic',   'abnormal (APL) promyelocyte, heavy granules or Auer rods'),
-    ('myelocyte',             'immature_granulocyte', 'granulocytic',   'myelocyte: round/oval eccentric nucleus, secondary granules'),
-    ('metamyelocyte',         'immature_granulocyte', 'granulocytic',   'metamyelocyte: kidney-shaped nucleus'),
-    ('blast',                 'leukocyte',            'mixed',          'blast or blast equivalent of unspecified lineage'),
-    ('myeloblast',            'blast',                'granulocytic',   'myeloblast: fine chromatin, nucleoli, scant basophilic cytoplasm'),
-    ('monoblast',             'blast',                'monocytic',      'monoblast: large round nucleus, nucleoli, ample cytoplasm'),
-    ('promonocyte',           'blast',                'monocytic',      'promonocyte: folded nucleus; a blast equivalent in AML counts'),
-    ('lymphoblast',           'blast',                'lymphoid',       'lymphoblast (ALL blast; C-NMC "all")'),
-    ('monocyte',              'leukocyte',            'monocytic',      'monocyte: kidney/folded nucleus, grey-blue vacuolated cytoplasm'),
-    ('lymphocyte',            'leukocyte',            'lymphoid',       'lymphocyte, typical or atypical'),
-    ('lymphocyte_typical',    'lymphocyte',           'lymphoid',       'typical (normal) lymphocyte: round dense nucleus, scant cytoplasm'),
-    ('lymphocyte_atypical',   'lymphocyte',           'lymphoid',       'atypical (reactive) lymphocyte: large, abundant cytoplasm'),
-    ('smudge_cell',           'leukocyte',            'other',          'smudge cell (Gumprecht shadow): ruptured leukocyte'),
-    ('erythrocyte',           None,                   'erythroid',      'red blood cell'),
-    ('erythroblast',          None,                   'erythroid',      'erythroblast: nucleated red cell precursor'),
-    ('platelet',              None,                   'megakaryocytic', 'platelet (thrombocyte) or platelet clump'),
-    ('artifact',              None,                   'other',          'not a cell: debris, stain precipitate, out-of-focus object'),
+    ('leukocyte',             None,                   'mixed',
+     'any white blood cell (coarse labels such as BCCD "WBC")'),
+    ('neutrophil',            'leukocyte',            'granulocytic',
+     'neutrophil granulocyte, band or segmented'),
+    ('neutrophil_segmented',  'neutrophil',           'granulocytic',
+     'segmented neutrophil: 2-5 nuclear lobes joined by threads'),
+    ('neutrophil_banded',     'neutrophil',           'granulocytic',
+     'band neutrophil: unsegmented, C- or S-shaped nucleus'),
+    ('eosinophil',            'leukocyte',            'granulocytic',
+     'eosinophil: bilobed nucleus, large orange-red granules'),
+    ('basophil',              'leukocyte',            'granulocytic',
+     'basophil: dark purple granules hiding the nucleus'),
+    ('immature_granulocyte',  'leukocyte',            'granulocytic',
+     'promyelocyte, myelocyte or metamyelocyte (Acevedo "IG")'),
+    ('promyelocyte',          'immature_granulocyte', 'granulocytic',
+     'promyelocyte: large, round nucleus, azurophilic granules'),
+    ('promyelocyte_bilobed',  'promyelocyte',         'granulocytic',
+     'bilobed promyelocyte (Matek "PMB"), typical of APL'),
+    ('abnormal_promyelocyte', 'promyelocyte',         'granulocytic',
+     'abnormal (APL) promyelocyte, heavy granules or Auer rods'),
+    ('myelocyte',             'immature_granulocyte', 'granulocytic',
+     'myelocyte: round/oval eccentric nucleus, secondary granules'),
+    ('metamyelocyte',         'immature_granulocyte', 'granulocytic',
+     'metamyelocyte: kidney-shaped nucleus'),
+    ('blast',                 'leukocyte',            'mixed',
+     'blast or blast equivalent of unspecified lineage'),
+    ('myeloblast',            'blast',                'granulocytic',
+     'myeloblast: fine chromatin, nucleoli, scant basophilic cytoplasm'),
+    ('monoblast',             'blast',                'monocytic',
+     'monoblast: large round nucleus, nucleoli, ample cytoplasm'),
+    ('promonocyte',           'blast',                'monocytic',
+     'promonocyte: folded nucleus; a blast equivalent in AML counts'),
+    ('lymphoblast',           'blast',                'lymphoid',
+     'lymphoblast (ALL blast; C-NMC "all")'),
+    ('monocyte',              'leukocyte',            'monocytic',
+     'monocyte: kidney/folded nucleus, grey-blue vacuolated cytoplasm'),
+    ('lymphocyte',            'leukocyte',            'lymphoid',
+     'lymphocyte, typical or atypical'),
+    ('lymphocyte_typical',    'lymphocyte',           'lymphoid',
+     'typical (normal) lymphocyte: round dense nucleus, scant cytoplasm'),
+    ('lymphocyte_atypical',   'lymphocyte',           'lymphoid',
+     'atypical (reactive) lymphocyte: large, abundant cytoplasm'),
+    ('smudge_cell',           'leukocyte',            'other',
+     'smudge cell (Gumprecht shadow): ruptured leukocyte'),
+    ('erythrocyte',           None,                   'erythroid',
+     'red blood cell'),
+    ('erythroblast',          None,                   'erythroid',
+     'erythroblast: nucleated red cell precursor'),
+    ('platelet',              None,                   'megakaryocytic',
+     'platelet (thrombocyte) or platelet clump'),
+    ('artifact',              None,                   'other',
+     'not a cell: debris, stain precipitate, out-of-focus object'),
 ]
-CELL_TYPES = pd.DataFrame(_TYPES, columns=['name','parent','lineage','description'], dtype=object).set_index('name', drop=False)
+CELL_TYPES = (pd.DataFrame(_TYPES, columns=['name','parent','lineage','description'], dtype=object)
+              .set_index('name', drop=False))
 CELL_TYPES.index.name = None
 
 # %% ../../nbs/11_data_taxonomy.ipynb #385b8832
@@ -72,23 +99,26 @@ def is_a(name:str,     # A canonical cell type
     return _check_type(ancestor) in ancestors(name)
 
 # %% ../../nbs/11_data_taxonomy.ipynb #73e09ec0
-LEUKEMIAATTRI_CLASSES = ('None', 'Myeloblast', 'Lymphoblast', 'Neutrophil', 'Atypical lymphocyte', 'Promonocyte', 'Monoblast',
-                         'Lymphocyte', 'Myelocyte', 'Abnormal promyelocyte', 'Monocyte', 'Metamyelocyte', 'Eosinophil', 'Basophil')
-_LA_CANON = ('artifact', 'myeloblast', 'lymphoblast', 'neutrophil', 'lymphocyte_atypical', 'promonocyte', 'monoblast',
-             'lymphocyte_typical', 'myelocyte', 'abnormal_promyelocyte', 'monocyte', 'metamyelocyte', 'eosinophil', 'basophil')
+LEUKEMIAATTRI_CLASSES = ('None', 'Myeloblast', 'Lymphoblast', 'Neutrophil', 'Atypical lymphocyte',
+                         'Promonocyte', 'Monoblast', 'Lymphocyte', 'Myelocyte', 'Abnormal promyelocyte',
+                         'Monocyte', 'Metamyelocyte', 'Eosinophil', 'Basophil')
+_LA_CANON = ('artifact', 'myeloblast', 'lymphoblast', 'neutrophil', 'lymphocyte_atypical',
+             'promonocyte', 'monoblast', 'lymphocyte_typical', 'myelocyte', 'abnormal_promyelocyte',
+             'monocyte', 'metamyelocyte', 'eosinophil', 'basophil')
 
 SCHEMES = dict(
     matek19 = dict(BAS='basophil', EBO='erythroblast', EOS='eosinophil', KSC='smudge_cell', LYA='lymphocyte_atypical',
                    LYT='lymphocyte_typical', MMZ='metamyelocyte', MOB='monoblast', MON='monocyte', MYB='myelocyte',
                    MYO='myeloblast', NGB='neutrophil_banded', NGS='neutrophil_segmented', PMB='promyelocyte_bilobed',
                    PMO='promyelocyte'),
-    acevedo20 = dict(basophil='basophil', eosinophil='eosinophil', erythroblast='erythroblast', ig='immature_granulocyte',
-                     lymphocyte='lymphocyte', monocyte='monocyte', neutrophil='neutrophil', platelet='platelet',
+    acevedo20 = dict(basophil='basophil', eosinophil='eosinophil', erythroblast='erythroblast',
+                     ig='immature_granulocyte', lymphocyte='lymphocyte', monocyte='monocyte',
+                     neutrophil='neutrophil', platelet='platelet',
                      BA='basophil', EO='eosinophil', ERB='erythroblast', IG='immature_granulocyte', MMY='metamyelocyte',
-                     MY='myelocyte', PMY='promyelocyte', LY='lymphocyte_typical', MO='monocyte', SNE='neutrophil_segmented',
-                     BNE='neutrophil_banded', NEUTROPHIL='neutrophil', PLATELET='platelet'),
-    bccd = dict(RBC='erythrocyte', WBC='leukocyte', Platelets='platelet', NEUTROPHIL='neutrophil', EOSINOPHIL='eosinophil',
-                LYMPHOCYTE='lymphocyte', MONOCYTE='monocyte', BASOPHIL='basophil'),
+                     MY='myelocyte', PMY='promyelocyte', LY='lymphocyte_typical', MO='monocyte',
+                     SNE='neutrophil_segmented', BNE='neutrophil_banded', NEUTROPHIL='neutrophil', PLATELET='platelet'),
+    bccd = dict(RBC='erythrocyte', WBC='leukocyte', Platelets='platelet', NEUTROPHIL='neutrophil',
+                EOSINOPHIL='eosinophil', LYMPHOCYTE='lymphocyte', MONOCYTE='monocyte', BASOPHIL='basophil'),
     leukemiaattri = {**{str(i):c for i,c in enumerate(_LA_CANON)}, **dict(zip(LEUKEMIAATTRI_CLASSES, _LA_CANON))},
     cnmc = dict(all='lymphoblast', hem='lymphocyte'),
     canonical = {n:n for n in CELL_TYPES.name},
@@ -100,55 +130,107 @@ def _norm(s): return re.sub(r'[\s_\-]+', ' ', str(s).strip().lower())
 _LOOKUP = {s: {_norm(k):v for k,v in m.items()} for s,m in SCHEMES.items()}
 
 def _scheme(scheme):
-    if scheme not in SCHEMES: raise ConfigError(f"unknown label scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
+    if scheme not in SCHEMES:
+        raise ConfigError(f"unknown label scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
     return scheme
 
+def _lookup(name, scheme):
+    "The canonical type of `name` in `scheme`, or None; a plural 's' falls back to the singular."
+    m,k = _LOOKUP[_scheme(scheme)], _norm(name)
+    if k not in m and len(k) > 3 and k.endswith('s'): k = k[:-1]
+    return m.get(k)
+
+def closest_names(name:str|int, # A name the scheme may not know
+                  scheme:str,   # A key of `SCHEMES`
+                  n:int=3,      # At most this many
+                 ) -> list:     # Names of `scheme`, closest first
+    "The names of `scheme` closest to `name` (difflib on the normalised names), for error messages."
+    keys = {_norm(k): k for k in SCHEMES[_scheme(scheme)]}
+    return [keys[k] for k in difflib.get_close_matches(_norm(name), keys, n=n, cutoff=0.5)]
+
+# %% ../../nbs/11_data_taxonomy.ipynb #dd9fc602
 def canonical(name:str|int, # A data set's class name, abbreviation, file prefix or id
-              scheme:str,   # A key of `SCHEMES`: 'matek19', 'acevedo20', 'bccd', 'leukemiaattri', 'cnmc', 'canonical'
+              scheme:str,   # A key of `SCHEMES`: 'matek19', 'acevedo20', 'bccd', 'leukemiaattri', 'cnmc', 'canonical',
+                            # 'generic'
              ) -> str:      # The canonical cell type
     "The canonical cell type of `name` in the naming `scheme` of one data set (case-insensitive)."
-    v = _LOOKUP[_scheme(scheme)].get(_norm(name))
+    v = _lookup(name, scheme)
     if v is None:
-        raise DataError(f"label {name!r} is not in the {scheme!r} taxonomy; expected one of {', '.join(SCHEMES[scheme])}")
+        known = list(SCHEMES[scheme])
+        hint = (f"expected one of {', '.join(known)}" if len(known) <= 30 else
+                f"closest: {', '.join(closest_names(name, scheme)) or 'none'} (all: SCHEMES[{scheme!r}])")
+        raise DataError(f"label {name!r} is not in the {scheme!r} taxonomy; {hint}")
     return v
+
+# %% ../../nbs/11_data_taxonomy.ipynb #2d019e76
+CELL_ALIASES = dict(  # canonical type → other names for it (case, spaces and a plural 's' are free)
+    leukocyte=('wbc', 'white blood cell', 'white cell', 'leucocyte'), erythrocyte=('rbc', 'red blood cell', 'red cell'),
+    platelet=('plt', 'thrombocyte'), erythroblast=('nrbc', 'normoblast', 'nucleated red blood cell'),
+    lymphoblast=('all', 'all blast'), neutrophil=('neutro', 'neut', 'pmn'), eosinophil=('eos', 'eosino'),
+    basophil=('baso',), monocyte=('mono',), lymphocyte=('lymph', 'lympho'),
+    neutrophil_segmented=('segmented neutrophil', 'seg', 'neutrophil segmented'),
+    neutrophil_banded=('band neutrophil', 'banded neutrophil', 'band', 'band cell', 'stab', 'neutrophil band'),
+    lymphocyte_typical=('typical lymphocyte', 'normal lymphocyte'),
+    lymphocyte_atypical=('atypical lymphocyte', 'reactive lymphocyte', 'variant lymphocyte'),
+    immature_granulocyte=('ig', 'immature granulocyte'), promyelocyte_bilobed=('bilobed promyelocyte',),
+    abnormal_promyelocyte=('apl promyelocyte',), smudge_cell=('smudge', 'basket cell'), artifact=('artefact', 'debris'),
+)
+
+def _generic_scheme():
+    "Canonical names, `CELL_ALIASES` and every data set's unambiguous names, as one scheme."
+    seen = {}
+    for s,m in SCHEMES.items():
+        if s in ('canonical', 'generic'): continue
+        for k,v in m.items():
+            if not k.isdigit() and k != 'None': seen.setdefault(_norm(k), set()).add(v)
+    out = {k: v.pop() for k,v in seen.items() if len(v) == 1}
+    out |= {_norm(a): c for c,al in CELL_ALIASES.items() for a in al}
+    return out | {_norm(n): n for n in CELL_TYPES.name}
+
+SCHEMES['generic'] = _generic_scheme()
+_LOOKUP['generic'] = dict(SCHEMES['generic'])
 
 # %% ../../nbs/11_data_taxonomy.ipynb #6e04dd1e
 COMMON_5 = ('neutrophil', 'lymphocyte', 'monocyte', 'eosinophil', 'basophil')
 
 def to_common5(name:str, # A canonical cell type
               ) -> str|None: # One of `COMMON_5`, or None when `name` is none of them
-    "The one of `COMMON_5` that `name` belongs to, or None (e.g. `'neutrophil_banded'` → `'neutrophil'`, `'erythroblast'` → None)."
+    "The `COMMON_5` type of `name`, or None: `'neutrophil_banded'` → `'neutrophil'`, `'erythroblast'` → None."
     return next((a for a in ancestors(name) if a in COMMON_5), None)
 
 # %% ../../nbs/11_data_taxonomy.ipynb #f554dc76
 BCSAM_13 = ('basophil', 'eosinophil', 'erythroblast', 'myeloblast', 'promyelocyte', 'myelocyte', 'metamyelocyte',
-            'neutrophil_banded', 'neutrophil_segmented', 'monocyte', 'lymphocyte_typical', 'lymphocyte_atypical', 'smudge_cell')
+            'neutrophil_banded', 'neutrophil_segmented', 'monocyte', 'lymphocyte_typical', 'lymphocyte_atypical',
+            'smudge_cell')
 
 BCSAM_MAP = dict(
     matek19 = dict(BAS='basophil', EBO='erythroblast', EOS='eosinophil', KSC='smudge_cell', LYA='lymphocyte_atypical',
                    LYT='lymphocyte_typical', MMZ='metamyelocyte', MOB='monocyte', MON='monocyte', MYB='myelocyte',
                    MYO='myeloblast', NGB='neutrophil_banded', NGS='neutrophil_segmented', PMO='promyelocyte', PMB=None),
-    acevedo20 = dict(BA='basophil', EO='eosinophil', ERB='erythroblast', PMY='promyelocyte', MY='myelocyte', MMY='metamyelocyte',
-                     LY='lymphocyte_typical', MO='monocyte', BNE='neutrophil_banded', SNE='neutrophil_segmented',
-                     IG=None, NEUTROPHIL=None, PLATELET=None),
+    acevedo20 = dict(BA='basophil', EO='eosinophil', ERB='erythroblast', PMY='promyelocyte', MY='myelocyte',
+                     MMY='metamyelocyte', LY='lymphocyte_typical', MO='monocyte', BNE='neutrophil_banded',
+                     SNE='neutrophil_segmented', IG=None, NEUTROPHIL=None, PLATELET=None),
 )
 
 def bcsam_label(fine_label:str, # A Matek-19 abbreviation (`'MOB'`) or an Acevedo-20 file prefix (`'SNE'`)
                 dataset:str,    # 'matek19' or 'acevedo20'
                ) -> str|None:   # One of `BCSAM_13`, or None when the protocol drops the class
     "The BC-SAM 13-class label of `fine_label` from `dataset`; None when the protocol drops it."
-    if dataset not in BCSAM_MAP: raise ConfigError(f"BC-SAM protocol has no data set {dataset!r}; expected one of {', '.join(BCSAM_MAP)}")
+    if dataset not in BCSAM_MAP:
+        raise ConfigError(f"BC-SAM protocol has no data set {dataset!r}; expected one of {', '.join(BCSAM_MAP)}")
     m = BCSAM_MAP[dataset]; k = str(fine_label).strip().upper()
-    if k not in m: raise DataError(f"label {fine_label!r} is not in the BC-SAM {dataset!r} protocol; expected one of {', '.join(m)}")
+    if k not in m: raise DataError(f"label {fine_label!r} is not in the BC-SAM {dataset!r} protocol; "
+                                   f"expected one of {', '.join(m)}")
     return m[k]
 
 # %% ../../nbs/11_data_taxonomy.ipynb #089d4e9b
-def mapping_table(schemes:list|None=None, # Schemes to list; all but 'canonical' when None
+def mapping_table(schemes:list|None=None, # Schemes to list; all but 'canonical' and 'generic' when None
                  ) -> pd.DataFrame:
-    "One row per (scheme, name): canonical type, BC-SAM-13 label (where the protocol covers the name) and common-5 class."
+    "One row per (scheme, name): canonical type, BC-SAM-13 label (where the protocol covers it) and common-5 class."
     rows = []
-    for s in schemes or [s for s in SCHEMES if s!='canonical']:
+    for s in schemes or [s for s in SCHEMES if s not in ('canonical', 'generic')]:
         for k,v in SCHEMES[_scheme(s)].items():
             bc = BCSAM_MAP[s].get(k, '') if s in BCSAM_MAP else ''
-            rows.append(dict(scheme=s, name=k, canonical=v, bcsam13='(dropped)' if bc is None else bc, common5=to_common5(v) or ''))
+            rows.append(dict(scheme=s, name=k, canonical=v, bcsam13='(dropped)' if bc is None else bc,
+                             common5=to_common5(v) or ''))
     return pd.DataFrame(rows)

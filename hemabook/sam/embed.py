@@ -23,7 +23,7 @@ from .model import resolve_norm
 
 # %% auto #0
 __all__ = ['rel_pos_bias', 'FastAttention', 'use_fast_attention', 'is_fast', 'encoder_features', 'prepare_image', 'ImageFiles',
-           'EmbeddingEngine', 'EmbeddingCache', 'embed_images']
+           'EmbeddingEngine', 'weights_hash', 'EmbeddingCache', 'embed_images']
 
 # %% ../../nbs/22_sam_embed.ipynb #81b22123
 def rel_pos_bias(q:torch.Tensor,          # Queries, B×heads×(H·W)×C
@@ -210,7 +210,7 @@ def __call__(self:EmbeddingEngine,
 # %% ../../nbs/22_sam_embed.ipynb #6681a5f2
 _INT = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
-def _weights_hash(m:nn.Module) -> str:
+def weights_hash(m:nn.Module) -> str:
     "Fingerprint of `m`'s state dict: names, shapes, dtypes, an exact sum of each tensor's bits and a sample of them."
     h = hashlib.sha256()
     for k,v in m.state_dict().items():
@@ -225,7 +225,7 @@ def config(self:EmbeddingEngine) -> dict:
     e = self.encoder
     return dict(encoder=dict(embed_dim=e.patch_embed.proj.out_channels, depth=len(e.blocks),
                              heads=e.blocks[0].attn.num_heads, windows=[b.window_size for b in e.blocks],
-                             out_chans=e.neck[0].out_channels, weights=_weights_hash(e)),
+                             out_chans=e.neck[0].out_channels, weights=weights_hash(e)),
                 img_size=self.sz, norm=dict(mean=list(self.norm[0]), std=list(self.norm[1])), resize=self.resize,
                 precision='bf16' if self.amp else 'fp32', draft=self.draft)
 

@@ -13,8 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from segment_anything.modeling import Sam
 
-from ..core import CheckpointError, ConfigError, logger
-from ..train import _few
+from ..core import CheckpointError, ConfigError, logger, short_list
 from .model import read_state_dict
 
 # %% auto #0
@@ -37,7 +36,8 @@ class _LoRABase(nn.Linear):
     def _delta(self, a, b, x): return b(a(x))*self.scale
     def merged(self) -> nn.Linear:
         "A plain `nn.Linear` with the update folded into its weight."
-        lin = nn.Linear(self.in_features, self.out_features, self.bias is not None, device=self.weight.device, dtype=self.weight.dtype)
+        lin = nn.Linear(self.in_features, self.out_features, self.bias is not None, device=self.weight.device,
+                        dtype=self.weight.dtype)
         with torch.no_grad():
             lin.weight.copy_(self.weight + self.delta_weight())
             if self.bias is not None: lin.bias.copy_(self.bias)
@@ -49,7 +49,8 @@ class LoRAQKV(_LoRABase):
     def __init__(self, base:nn.Linear, rank:int=4, alpha:float|None=None):
         super().__init__(base, rank, alpha)
         c = self.dim = base.in_features
-        if base.out_features != 3*c: raise ConfigError(f"LoRAQKV wraps a fused qkv Linear(C, 3C), got Linear({c}, {base.out_features})")
+        if base.out_features != 3*c:
+            raise ConfigError(f"LoRAQKV wraps a fused qkv Linear(C, 3C), got Linear({c}, {base.out_features})")
         self.lora_a_q,self.lora_b_q = _pair(c, c, rank)
         self.lora_a_v,self.lora_b_v = _pair(c, c, rank)
         self.to(base.weight.device)
@@ -72,7 +73,8 @@ class LoRALinear(_LoRABase):
 # %% ../../nbs/21_sam_lora.ipynb #28ad1ecc
 def _dec_attns(dec):
     t = dec.transformer
-    return [a for l in t.layers for a in (l.self_attn, l.cross_attn_token_to_image, l.cross_attn_image_to_token)] + [t.final_attn_token_to_image]
+    return ([a for l in t.layers for a in (l.self_attn, l.cross_attn_token_to_image, l.cross_attn_image_to_token)]
+            + [t.final_attn_token_to_image])
 
 def add_lora(sam:Sam,                 # The model, changed in place
              rank:int=4,              # Adapter rank r
@@ -85,13 +87,15 @@ def add_lora(sam:Sam,                 # The model, changed in place
     if getattr(sam, 'lora', None): raise ConfigError(f"the model already has LoRA adapters ({sam.lora})")
     enc = sam.image_encoder
     blocks = list(range(len(enc.blocks))) if blocks is None else sorted(blocks)
-    if bad := [b for b in blocks if not 0 <= b < len(enc.blocks)]: raise ConfigError(f"blocks {bad}: the encoder has {len(enc.blocks)}")
+    if bad := [b for b in blocks if not 0 <= b < len(enc.blocks)]:
+        raise ConfigError(f"blocks {bad}: the encoder has {len(enc.blocks)}")
     for p in sam.parameters(): p.requires_grad_(True)
     for p in enc.parameters(): p.requires_grad_(not freeze_encoder)
     for i in blocks: enc.blocks[i].attn.qkv = LoRAQKV(enc.blocks[i].attn.qkv, rank, alpha)
     if decoder:
         for p in sam.mask_decoder.transformer.parameters(): p.requires_grad_(False)
-        for a in _dec_attns(sam.mask_decoder): a.q_proj,a.v_proj = LoRALinear(a.q_proj, rank, alpha),LoRALinear(a.v_proj, rank, alpha)
+        for a in _dec_attns(sam.mask_decoder):
+            a.q_proj,a.v_proj = LoRALinear(a.q_proj, rank, alpha),LoRALinear(a.v_proj, rank, alpha)
     sam.lora = dict(rank=rank, alpha=alpha, blocks=blocks, decoder=decoder, freeze_encoder=freeze_encoder)
     return sam
 
@@ -132,8 +136,10 @@ def _read_lora(path):
     if not path.is_file(): raise CheckpointError(f"{path}: no such adapter file")
     try:
         with safe_open(str(path), 'pt') as f: meta,sd = f.metadata() or {},{k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e: raise CheckpointError(f"{path}: cannot read it as safetensors ({type(e).__name__}: {e})") from e
-    if meta.get('format') != 'hemabook-lora': raise CheckpointError(f"{path}: not a hemabook LoRA file (metadata format={meta.get('format')!r})")
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot read it as safetensors ({type(e).__name__}: {e})") from e
+    if meta.get('format') != 'hemabook-lora':
+        raise CheckpointError(f"{path}: not a hemabook LoRA file (metadata format={meta.get('format')!r})")
     return json.loads(meta['lora']),sd,meta
 
 def load_lora(sam:Sam,         # The base model (with or without adapters)
@@ -144,10 +150,12 @@ def load_lora(sam:Sam,         # The base model (with or without adapters)
     if not getattr(sam, 'lora', None): add_lora(sam, **cfg)
     elif sam.lora != cfg: raise CheckpointError(f"{path}: adapters {cfg} but the model has {sam.lora}")
     msd = sam.state_dict()
-    if unexpected := [k for k in sd if k not in msd]: raise CheckpointError(f"{path}: keys the model lacks: {_few(unexpected)}")
+    if unexpected := [k for k in sd if k not in msd]:
+        raise CheckpointError(f"{path}: keys the model lacks: {short_list(unexpected)}")
     if bad := [f"{k} {tuple(sd[k].shape)} vs {tuple(msd[k].shape)}" for k in sd if sd[k].shape != msd[k].shape]:
-        raise CheckpointError(f"{path}: shapes that do not fit: {_few(bad)}")
-    if missing := [k for k in msd if '.lora_' in k and k not in sd]: raise CheckpointError(f"{path}: adapter tensors missing: {_few(missing)}")
+        raise CheckpointError(f"{path}: shapes that do not fit: {short_list(bad)}")
+    if missing := [k for k in msd if '.lora_' in k and k not in sd]:
+        raise CheckpointError(f"{path}: adapter tensors missing: {short_list(missing)}")
     sam.load_state_dict(sd, strict=False)
     return meta
 
@@ -176,10 +184,11 @@ def load_samed_lora(sam:Sam, path:str|Path) -> Sam:
         ab_,i = _SAMED_KEY.match(k).groups(); i = int(i)
         out[f"image_encoder.blocks.{i//2}.attn.qkv.lora_{ab_}_{'qv'[i%2]}.weight"] = v
     rest = {k: v for k,v in sd.items() if k not in ab}
-    if bad := [k for k in rest if not k.startswith(('prompt_encoder.', 'mask_decoder.'))]: raise CheckpointError(f"{path}: unexpected keys {_few(bad)}")
+    if bad := [k for k in rest if not k.startswith(('prompt_encoder.', 'mask_decoder.'))]:
+        raise CheckpointError(f"{path}: unexpected keys {short_list(bad)}")
     msd = sam.state_dict()
-    if bad := [f"{k} {tuple(v.shape)} vs {tuple(msd[k].shape) if k in msd else 'absent'}" for k,v in {**out, **rest}.items()
-               if k not in msd or msd[k].shape != v.shape]:
-        raise CheckpointError(f"{path}: tensors that do not fit the model (class count or rank?): {_few(bad)}")
+    if bad := [f"{k} {tuple(v.shape)} vs {tuple(msd[k].shape) if k in msd else 'absent'}"
+               for k,v in {**out, **rest}.items() if k not in msd or msd[k].shape != v.shape]:
+        raise CheckpointError(f"{path}: tensors that do not fit the model (class count or rank?): {short_list(bad)}")
     sam.load_state_dict({**out, **rest}, strict=False)
     return sam

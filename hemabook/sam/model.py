@@ -14,8 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-from ..core import CheckpointError, ConfigError, logger
-from ..train import _few, _torch_load
+from ..core import CheckpointError, ConfigError, load_tensors, logger, short_list
 
 # %% auto #0
 __all__ = ['SAM_ARCHS', 'SAM_CHECKPOINTS', 'NORMS', 'sam_config', 'resolve_norm', 'norm_stats', 'build_encoder', 'build_sam',
@@ -51,10 +50,12 @@ NORMS = dict(sam=((123.675, 116.28, 103.53), (58.395, 57.12, 57.375)), none=((0.
 def resolve_norm(norm:str|tuple='sam') -> tuple[tuple, tuple]:
     "`(mean, std)` on the 0–255 scale for a name in `NORMS` or an explicit `(mean, std)` pair."
     if isinstance(norm, str):
-        if norm not in NORMS: raise ConfigError(f"norm={norm!r}: expected one of {', '.join(NORMS)} or a (mean, std) pair")
+        if norm not in NORMS:
+            raise ConfigError(f"norm={norm!r}: expected one of {', '.join(NORMS)} or a (mean, std) pair")
         return NORMS[norm]
     mean,std = (tuple(float(v) for v in t) for t in norm)
-    if len(mean)!=3 or len(std)!=3 or min(std)<=0: raise ConfigError(f"norm={norm!r}: expected 3 means and 3 positive stds")
+    if len(mean)!=3 or len(std)!=3 or min(std)<=0:
+        raise ConfigError(f"norm={norm!r}: expected 3 means and 3 positive stds")
     return mean,std
 
 def norm_stats(imgs) -> tuple[tuple, tuple]:
@@ -90,8 +91,8 @@ def build_sam(arch:str|dict='vit_b',     # A name in `SAM_ARCHS` or a config dic
     if num_classes < 1: raise ConfigError(f"num_classes={num_classes}: expected at least 1")
     d,g = c['prompt_dim'],img_size//16
     sam = Sam(image_encoder=build_encoder(arch, img_size),
-              prompt_encoder=PromptEncoder(embed_dim=d, image_embedding_size=(g, g), input_image_size=(img_size, img_size),
-                                           mask_in_chans=16),
+              prompt_encoder=PromptEncoder(embed_dim=d, image_embedding_size=(g, g),
+                                           input_image_size=(img_size, img_size), mask_in_chans=16),
               mask_decoder=MaskDecoder(num_multimask_outputs=num_classes, transformer_dim=d, iou_head_depth=3,
                                        iou_head_hidden_dim=c['iou_hidden'],
                                        transformer=TwoWayTransformer(depth=2, embedding_dim=d, mlp_dim=c['decoder_mlp'],
@@ -102,7 +103,8 @@ def build_sam(arch:str|dict='vit_b',     # A name in `SAM_ARCHS` or a config dic
     return sam
 
 # %% ../../nbs/20_sam_model.ipynb #1cd8d3e8
-_CLASS_KEYS = ('mask_decoder.mask_tokens.', 'mask_decoder.output_hypernetworks_mlps.', 'mask_decoder.iou_prediction_head.')
+_CLASS_KEYS = ('mask_decoder.mask_tokens.', 'mask_decoder.output_hypernetworks_mlps.',
+               'mask_decoder.iou_prediction_head.')
 
 def _ckpt_file(path):
     "`path` as a `Path`; a `CheckpointError` naming it when it is missing or not a file."
@@ -129,8 +131,9 @@ def _verify_official(path):
 
 def read_state_dict(path:str|Path) -> dict:
     "A state dict of tensors from `path`, read with `weights_only=True`; `CheckpointError` says what is wrong."
-    sd = _torch_load(_ckpt_file(path))
-    if isinstance(sd, dict) and set(sd) & {'model', 'state_dict'} and not any(isinstance(v, torch.Tensor) for v in sd.values()):
+    sd = load_tensors(_ckpt_file(path))
+    if (isinstance(sd, dict) and set(sd) & {'model', 'state_dict'}
+        and not any(isinstance(v, torch.Tensor) for v in sd.values())):
         sd = sd.get('model', sd.get('state_dict'))
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f"{path}: expected a state dict (names → tensors), got {type(sd).__name__}")
@@ -144,11 +147,13 @@ def _ckpt_arch(sd):
     return (int(pe.shape[-1]) if pe is not None else None), (max(blocks)+1 if blocks else 0)
 
 def _arch_name(dim, depth):
-    return next((n for n,c in SAM_ARCHS.items() if (c['embed_dim'], c['depth'])==(dim, depth)), f'{dim} wide, {depth} blocks')
+    return next((n for n,c in SAM_ARCHS.items() if (c['embed_dim'], c['depth'])==(dim, depth)),
+                f'{dim} wide, {depth} blocks')
 
 def _resize_pos(t, g):
     "Resize a 1×H×W×C absolute position embedding to 1×g×g×C (bilinear, align_corners=False)."
-    return F.interpolate(t.permute(0, 3, 1, 2).float(), size=(g, g), mode='bilinear', align_corners=False).permute(0, 2, 3, 1).to(t.dtype)
+    return F.interpolate(t.permute(0, 3, 1, 2).float(), size=(g, g), mode='bilinear',
+                         align_corners=False).permute(0, 2, 3, 1).to(t.dtype)
 
 def _resize_rel(t, n):
     "Resize an L×C relative-position table to n×C (linear, as SAM's `get_rel_pos`)."
@@ -164,7 +169,8 @@ def adapt_state_dict(sd:dict,    # An official-layout SAM state dict
     dim,depth = _ckpt_arch(sd)
     if (dim, depth) != (enc.patch_embed.proj.out_channels, len(enc.blocks)):
         raise CheckpointError(f"{where}: the checkpoint is {_arch_name(dim, depth)} but the model is "
-                              f"{_arch_name(enc.patch_embed.proj.out_channels, len(enc.blocks))}; build the model with the checkpoint's arch")
+                              f"{_arch_name(enc.patch_embed.proj.out_channels, len(enc.blocks))}; "
+                              "build the model with the checkpoint's arch")
     glob = {i for i,b in enumerate(enc.blocks) if b.window_size == 0}
     out,rep = {},dict(resized=[], reinitialised=[])
     for k,v in sd.items():
@@ -178,9 +184,10 @@ def adapt_state_dict(sd:dict,    # An official-layout SAM state dict
     rep['reinitialised'] = [k for k in msd if k.startswith(_CLASS_KEYS) and k not in out]
     missing = [k for k in msd if k not in out and k not in rep['reinitialised']]
     unexpected = [k for k in out if k not in msd]
-    bad = [f"{k} {tuple(out[k].shape)} vs {tuple(msd[k].shape)}" for k in out if k in msd and out[k].shape != msd[k].shape]
+    bad = [f"{k} {tuple(out[k].shape)} vs {tuple(msd[k].shape)}" for k in out
+           if k in msd and out[k].shape != msd[k].shape]
     for what,ks in (('missing keys', missing), ('unexpected keys', unexpected), ('shapes that do not fit', bad)):
-        if ks: raise CheckpointError(f"{where}: {what}: {_few(ks)}")
+        if ks: raise CheckpointError(f"{where}: {what}: {short_list(ks)}")
     return out,rep
 
 # %% ../../nbs/20_sam_model.ipynb #a8267bd3
