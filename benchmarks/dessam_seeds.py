@@ -24,7 +24,7 @@ def one_run(a):
     from hemabook.core import get_device, set_seed
     from hemabook.data.det import det_dls
     from hemabook.data.seg import read_dsb2018
-    from hemabook.dessam import dessam_learner, dessam_model, evaluate, image_split
+    from hemabook.dessam import dessam_learner, dessam_model, evaluate_dessam, image_split
     from hemabook.train import fit
     if a.threads: torch.set_num_threads(a.threads)
     data = read_dsb2018(Path(a.data))
@@ -38,7 +38,7 @@ def one_run(a):
     t = time.time()
     with learn.no_bar(), learn.no_logging(): fit(learn, a.epochs, a.lr, one_cycle=False)
     t = time.time() - t
-    res = evaluate(model, test, bs=a.bs, score_thr=.5)
+    res = evaluate_dessam(model, test, bs=a.bs, score_thr=.5)
     s = res['summary'][['aji', 'pq', 'f1', 'obj_dice', 'n_gt', 'n_pred']]
     return dict(seed=a.seed, sz=a.sz, epochs=a.epochs, lr=a.lr, levelset=a.levelset, pairs=a.pairs, device=dev,
                 train_s=round(t, 1), box_ap50=res['box_ap50'], summary={k: {c: float(v) for c,v in r.items()} for k,r in s.iterrows()})

@@ -26,8 +26,8 @@ import torch
 from PIL import Image
 
 from hemabook.core import get_device, set_seed
-from hemabook.sam.embed import EmbeddingEngine, embed_images, use_fast_attention
-from hemabook.sam.model import build_encoder, resolve_norm
+from hemabook.sam.embed import EmbeddingEngine, embed_images
+from hemabook.sam.model import build_encoder, resolve_norm, use_fast_attention
 from hemabook.synthetic import synth_smear
 
 def write_jpegs(d, n, sz, seed=0):

@@ -9,8 +9,7 @@ CUDA), each for `--seconds` after three warm-up batches, and prints images per s
 """
 import argparse, time
 import torch
-from hemabook.sam.model import build_encoder
-from hemabook.sam.embed import use_fast_attention
+from hemabook.sam.model import build_encoder, use_fast_attention
 
 def rate(enc, x, amp, seconds, dev):
     sync = torch.cuda.synchronize if dev.type == 'cuda' else (lambda: None)

@@ -28,7 +28,7 @@ from .train import PreciseBN, fit, hb_learner
 # %% auto #0
 __all__ = ['LA_LABELS', 'ATTR_TAGS', 'patient_split', 'AttrHead', 'asl_loss', 'AttriDet', 'attr_metrics', 'AttrAcc',
            'attridet_learner', 'grad_reverse', 'DomainHead', 'DomainAdversarial', 'train_attridet', 'predict_table',
-           'evaluate', 'domain_eval', 'domain_table', 'show_attri_dets', 'plot_domains']
+           'evaluate_attridet', 'domain_eval', 'domain_matrix', 'show_attri_dets', 'plot_domains']
 
 # %% ../nbs/50_attridet.ipynb #85c31348
 # hemabook's labels of the 14 classes, in LeukemiaAttri's id order
@@ -359,13 +359,13 @@ def predict_table(model:AttriDet,       # A trained model
     return _predict(model, df, classes, sz, bs, (boxes,))[boxes]
 
 # %% ../nbs/50_attridet.ipynb #14ca23fe
-def evaluate(model:AttriDet,            # A trained model
-             df:pd.DataFrame,           # Ground truth of the images to test (one domain, say)
-             classes:list,              # Class names in the model's label order
-             sz:int=256,                # Image side, as in training
-             bs:int=4,                  # Batch size
-             min_iou:float=0.5,         # Attribute matching threshold (see `attr_metrics`)
-            ) -> dict:                  # map50, map, per_class, attrs (end to end), attrs_oracle (on gt boxes), dets
+def evaluate_attridet(model:AttriDet,            # A trained model
+                      df:pd.DataFrame,           # Ground truth of the images to test (one domain, say)
+                      classes:list,              # Class names in the model's label order
+                      sz:int=256,                # Image side, as in training
+                      bs:int=4,                  # Batch size
+                      min_iou:float=0.5,         # Attribute matching threshold (see `attr_metrics`)
+                     ) -> dict:                  # map50, map, per_class, attrs, attrs_oracle (on gt boxes), dets
     "Detection mAP (pycocotools) and attribute metrics of `model` on `df`, end to end and with ground-truth boxes."
     # one pass for both
     tabs = _predict(model, df, classes, sz, bs, _KINDS if model.attr_head is not None else ('detect',))
@@ -382,12 +382,12 @@ def domain_eval(model:AttriDet,          # A trained model
                 df:pd.DataFrame,         # Ground truth with a `domain` column
                 classes:list,            # Class names in the model's label order
                 train_domain:str,        # The row name of the domain table
-                **kwargs,                # Passed to `evaluate`
-               ) -> tuple[pd.DataFrame, dict]: # (one row per test domain, {domain: `evaluate` result})
+                **kwargs,                # Passed to `evaluate_attridet`
+               ) -> tuple[pd.DataFrame, dict]: # (one row per test domain, {domain: `evaluate_attridet` result})
     "Evaluate `model` on each domain of `df`: mAP@0.5, mAP@0.5:0.95 and mean attribute accuracy/F1 per test domain."
     rows,res = [],{}
     for dom,g in df.groupby('domain', sort=True):
-        r = res[dom] = evaluate(model, g, classes, **kwargs)
+        r = res[dom] = evaluate_attridet(model, g, classes, **kwargs)
         row = dict(train=train_domain, test=dom, n_images=r['n_images'], n_cells=r['n_cells'], map50=r['map50'],
                    map=r['map'])
         if 'attrs' in r:
@@ -397,9 +397,9 @@ def domain_eval(model:AttriDet,          # A trained model
         rows.append(row)
     return pd.DataFrame(rows), res
 
-def domain_table(long:pd.DataFrame,     # Rows of `domain_eval` (several trainings concatenated)
-                 value:str='map50',     # Column to tabulate
-                ) -> pd.DataFrame:
+def domain_matrix(long:pd.DataFrame,     # Rows of `domain_eval` (several trainings concatenated)
+                  value:str='map50',     # Column to tabulate
+                 ) -> pd.DataFrame:
     "The cross-domain table: rows the training domain (or variant), columns the test domain."
     return (long.pivot_table(index='train', columns='test', values=value, sort=False)
                 .rename_axis(index=None, columns=None))
@@ -431,7 +431,7 @@ def plot_domains(long:pd.DataFrame,           # Rows of `domain_eval`, several t
     values = [v for v in values if v in long]
     _,axs = plt.subplots(len(values), 1, figsize=figsize or (10, 2.6*len(values)), squeeze=False)
     for ax,v in zip(axs[:, 0], values):
-        t = domain_table(long, v).T
+        t = domain_matrix(long, v).T
         if t.notna().any().any(): t.plot.bar(ax=ax, width=.8, rot=45); ax.legend(fontsize=7, loc='upper right')
         else: ax.text(.5, .5, f'no {v} values (no cell was matched)', ha='center', transform=ax.transAxes)
         ax.set_ylabel(v); ax.set_ylim(0, 1); ax.grid(axis='y', alpha=.3)

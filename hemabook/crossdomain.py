@@ -125,18 +125,15 @@ def majority_rate(labels) -> float:
 def plot_confusion(preds:pd.DataFrame, classifier:str, train_on:str, test_on:str, classes=None, ax=None):
     "Row-normalised confusion matrix of `cross_domain_eval` predictions, pooled over folds; returns the axis."
     import matplotlib.pyplot as plt
-    from sklearn.metrics import confusion_matrix
+    from sklearn.metrics import ConfusionMatrixDisplay
     p = preds[(preds.classifier == classifier) & (preds.train_on == train_on) & (preds.test_on == test_on)]
     if p.empty: raise ConfigError(f"no predictions of {classifier!r} trained on {train_on!r}, tested on {test_on!r}")
     classes = list(classes or dict.fromkeys(sorted(set(p.true) | set(p.pred))))
-    cm = confusion_matrix(p.true, p.pred, labels=classes).astype(float)
-    cm = cm/np.maximum(cm.sum(1, keepdims=True), 1)
     if ax is None: _,ax = plt.subplots(figsize=(0.5*len(classes) + 2, 0.5*len(classes) + 1.5))
-    ax.imshow(cm, vmin=0, vmax=1, cmap='Blues')
-    for (i,j),v in np.ndenumerate(cm):
-        ax.text(j, i, f'{v:.2f}', ha='center', va='center', fontsize=7, color='white' if v > .5 else 'black')
-    ax.set_xticks(range(len(classes)), classes, rotation=60, ha='right', fontsize=7)
-    ax.set_yticks(range(len(classes)), classes, fontsize=7)
+    ConfusionMatrixDisplay.from_predictions(p.true, p.pred, labels=classes, normalize='true', ax=ax, cmap='Blues',
+                                            colorbar=False, values_format='.2f', xticks_rotation=60,
+                                            im_kw=dict(vmin=0, vmax=1), text_kw=dict(fontsize=7))
+    ax.tick_params(labelsize=7); plt.setp(ax.get_xticklabels(), ha='right')
     ax.set_xlabel('predicted'); ax.set_ylabel('true'); ax.set_title(f'{classifier}: {train_on} → {test_on}', fontsize=9)
     return ax
 

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from scipy import ndimage as ndi
+from skimage.morphology import remove_small_holes, remove_small_objects
 from torchvision.ops import box_iou, roi_align
 from fastai.callback.training import GradientClip
 from fastcore.basics import patch
@@ -29,7 +29,7 @@ from .detection import DetLoss, DetMAP, DetTargets, loss_mode, make_detector, ma
 # %% auto #0
 __all__ = ['DESSAM_WEIGHTS', 'KINDS', 'rgb_to_lab', 'colour_affinity', 'pairwise_loss', 'projection_loss', 'levelset_loss',
            'distill_loss', 'SamFPN', 'DesSAM', 'dessam_model', 'dessam_learner', 'clean_mask', 'instance_labels',
-           'box_labels', 'predict_instances', 'gt_labels', 'evaluate', 'image_split', 'show_instances',
+           'box_labels', 'predict_instances', 'gt_labels', 'evaluate_dessam', 'image_split', 'show_instances',
            'show_teacher_student']
 
 # %% ../nbs/60_dessam.ipynb #01e7bfed
@@ -332,10 +332,8 @@ def clean_mask(m:np.ndarray,   # H×W bool mask
               ) -> np.ndarray:
     "Fill the small holes and remove the small islands of a mask (SAM's `remove_small_regions`, both modes)."
     if min_area <= 0 or not m.any(): return m
-    lab,_ = ndi.label(~m); n = np.bincount(lab.ravel()); small = n < min_area; small[0] = False
-    m = m | small[lab]
-    lab,_ = ndi.label(m); n = np.bincount(lab.ravel()); keep = n >= min_area; keep[0] = False
-    return keep[lab]
+    m = remove_small_holes(m, max_size=min_area-1, connectivity=1)   # 4-connected (SAM's OpenCV version: 8)
+    return remove_small_objects(m, max_size=min_area-1, connectivity=1)
 
 def _order(boxes, scores):
     "Paste order: ascending score (the best on top); with no scores, larger boxes first."
@@ -448,12 +446,12 @@ def gt_labels(df:pd.DataFrame) -> dict:
         out[p] = instance_label_image(g) if len(g) else np.zeros((h, w), np.int32)
     return out
 
-def evaluate(model:DesSAM|None,      # A trained model (None: only the ground-truth filled-box baseline)
-             df:pd.DataFrame,        # Instance table with masks: the test images
-             kinds:tuple=KINDS,      # As for `predict_instances`
-             min_area:int=0,         # Predicted instances smaller than this are removed (DES-SAM: 70 px at 1024 px)
-             **kwargs,               # Passed to `predict_instances` (bs, score_thr, pad)
-            ) -> dict:               # summary (kinds × mean metrics), tables {kind: `inst_table`}, box_ap50, preds
+def evaluate_dessam(model:DesSAM|None,      # A trained model (None: only the ground-truth filled-box baseline)
+                    df:pd.DataFrame,        # Instance table with masks: the test images
+                    kinds:tuple=KINDS,      # As for `predict_instances`
+                    min_area:int=0,         # Predicted instances below this area are removed (DES-SAM: 70 at 1024 px)
+                    **kwargs,               # Passed to `predict_instances` (bs, score_thr, pad)
+                   ) -> dict:               # summary (kinds × means), tables {kind: `inst_table`}, box_ap50, preds
     "Nucleus instance metrics (AJI, DQ/SQ/PQ, pixel F1, object Dice) of every kind on `df`'s images, and box AP@0.5."
     gts = gt_labels(df)
     preds = predict_instances(model, df, kinds, min_area=min_area, **kwargs)

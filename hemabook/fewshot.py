@@ -4,7 +4,7 @@
 
 # %% ../nbs/40_fewshot.ipynb #42aae107
 from __future__ import annotations
-import math
+import math, warnings
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -20,6 +20,8 @@ from fastai.metrics import accuracy
 from fastai.optimizer import Adam
 from fastai.torch_core import get_model
 from PIL import Image
+from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score,
+                             precision_recall_fscore_support)
 
 from .core import CheckpointError, ConfigError, DataError, eval_mode, load_image, logger
 from .data.core import note_dropped
@@ -323,22 +325,28 @@ def cls_metrics(y_true,             # True class indices
                 y_pred,             # Predicted class indices
                 n_classes:int,      # Number of classes (absent ones get support 0)
                ) -> dict:           # accuracy, balanced_accuracy, macro_f1, weighted_f1, per-class lists and confusion
-    "Classification metrics from the confusion matrix; precision/recall/F1 are 0 where undefined, as in scikit-learn."
+    "Classification metrics by scikit-learn; precision, recall and F1 are 0 where undefined."
     yt,yp = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
     if yt.shape!=yp.shape: raise ConfigError(f"{yt.shape} true labels but {yp.shape} predictions")
-    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(cm, (yt, yp), 1)
-    tp,sup,pred = np.diag(cm).astype(float), cm.sum(1).astype(float), cm.sum(0).astype(float)
-    div = lambda a, b: np.divide(a, b, out=np.zeros_like(a), where=b > 0)
-    prec,rec = div(tp, pred), div(tp, sup)
-    f1 = div(2*prec*rec, prec+rec)
+    labels = list(range(n_classes))
+    if not len(yt): return _no_metrics(n_classes)
+    with warnings.catch_warnings():   # sklearn's notes on one-class or absent-class input; the numbers are right
+        warnings.filterwarnings('ignore', message='(A single label was found|y_pred contains classes not in y_true)')
+        cm = confusion_matrix(yt, yp, labels=labels)
+        prec,rec,f1,sup = precision_recall_fscore_support(yt, yp, labels=labels, zero_division=0)
+        bal = float(balanced_accuracy_score(yt, yp))   # mean recall over the classes present in the truth
     present = sup > 0
-    return dict(accuracy=float(tp.sum()/max(len(yt), 1)),
-                balanced_accuracy=float(rec[present].mean()) if present.any() else 0.,
-                macro_f1=float(f1[present].mean()) if present.any() else 0.,
-                weighted_f1=float((f1*sup).sum()/max(sup.sum(), 1)),
+    wf1 = f1_score(yt, yp, labels=labels, average='weighted', zero_division=0)
+    return dict(accuracy=float(accuracy_score(yt, yp)), balanced_accuracy=bal, macro_f1=float(f1[present].mean()),
+                weighted_f1=float(wf1),
                 precision=prec.tolist(), recall=rec.tolist(), f1=f1.tolist(), support=sup.astype(int).tolist(),
                 confusion=cm.tolist())
+
+def _no_metrics(n):
+    "`cls_metrics` of an empty set: zeros."
+    z = [0.]*n
+    return dict(accuracy=0., balanced_accuracy=0., macro_f1=0., weighted_f1=0., precision=z, recall=z, f1=z,
+                support=[0]*n, confusion=np.zeros((n, n), int).tolist())
 
 # %% ../nbs/40_fewshot.ipynb #50d38236
 def draw_support(y:np.ndarray,              # Class index of each image of the support pool

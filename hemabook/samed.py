@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from fastai.callback.core import Callback
+from fastai.callback.schedule import ParamScheduler
 from fastai.learner import Metric
 from fastai.optimizer import Adam
 from torchvision.transforms.v2 import functional as TF
@@ -67,17 +67,18 @@ def warmup_poly(it:float, total:float, warmup:int=250, power:float=0.9) -> float
     if it < warmup: return (it+1)/warmup
     return max(0., 1 - (it-warmup)/max(total-warmup, 1))**power
 
-class WarmupPoly(Callback):
-    "Per-iteration linear warm-up then poly decay of every parameter group's learning rate (SAMed)."
-    order = 60
-    def __init__(self, warmup:int=250, power:float=0.9, horizon:float=1.0):
-        self.warmup,self.power,self.horizon = warmup,power,horizon
-    def before_fit(self): self.base = [h['lr'] for h in self.opt.hypers]
-    def before_batch(self):
-        if not self.training: return
-        total = self.n_epoch*self.n_iter
-        f = warmup_poly(self.pct_train*total, total*self.horizon, self.warmup, self.power)
-        self.opt.set_hyper('lr', [b*f for b in self.base])
+class WarmupPoly(ParamScheduler):
+    "fastai `ParamScheduler` of `warmup_poly` per iteration on every parameter group's learning rate (SAMed)."
+    def __init__(self, warmup:int=250,    # Linear warm-up iterations
+                 power:float=0.9,         # Exponent of the decay (SAMed_h: 7)
+                 horizon:float=1.0,       # The decay reaches 0 at `horizon` × the run's iterations (SAMed: 200/160)
+                ):
+        super().__init__({'lr': self._lr}); self.warmup,self.power,self.horizon = warmup,power,horizon
+    def before_fit(self): self.base = [h['lr'] for h in self.opt.hypers]; super().before_fit()
+    def _lr(self, pct):
+        total = self.n_epoch*self.n_iter   # the iteration, exact: fastai's pct_train is a running float sum
+        f = warmup_poly(round(pct*total), total*self.horizon, self.warmup, self.power)
+        return [b*f for b in self.base]
 
 # %% ../nbs/23_samed.ipynb #e5ed4109
 class MeanDice(Metric):

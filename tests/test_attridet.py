@@ -9,7 +9,7 @@ def test_attributes_learned_on_generated_smears(tmp_path):
     from hemabook.core import set_seed
     from hemabook.data.det import det_dls
     from hemabook.data.samples import write_attri_smears
-    from hemabook.attridet import LA_LABELS, AttriDet, attridet_learner, evaluate, patient_split
+    from hemabook.attridet import LA_LABELS, AttriDet, attridet_learner, evaluate_attridet, patient_split
     from hemabook.data.det import read_leukemiaattri
     from hemabook.train import fit
     write_attri_smears(tmp_path, n_img=40, n_test=16, domains=('H_100X_C1',), yolo_domain=None, n_wbc=4, seed=5)
@@ -19,7 +19,7 @@ def test_attributes_learned_on_generated_smears(tmp_path):
     model = AttriDet(len(LA_LABELS), backbone='test_resnet', sz=256, attr_kw=dict(widths=(64, 32, 32), hidden=(256, 64), p=0.2))
     learn = attridet_learner(det_dls(src, bs=4, sz=256, vocab=LA_LABELS), model)
     with learn.no_bar(): fit(learn, 8, 3e-3)
-    r = evaluate(model, df[df.split == 'test'], LA_LABELS, sz=256)
+    r = evaluate_attridet(model, df[df.split == 'test'], LA_LABELS, sz=256)
     det,gt = r['attrs'].set_index('attribute').loc['mean'],r['attrs_oracle'].set_index('attribute').loc['mean']
     assert gt['n'] >= 7*50 and det['coverage'] > 0.8, (gt['n'], det['coverage'])
     assert gt['accuracy'] > gt['majority'] + 0.05, (gt['accuracy'], gt['majority'])
