@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
-from fastai.callback.schedule import ParamScheduler
 from fastai.optimizer import Adam
 from PIL import Image
 from scipy import ndimage
@@ -22,7 +21,7 @@ from scipy import ndimage
 from .core import ConfigError, DataError, eval_mode, load_image, load_json, logger, model_device, save_json
 from .data.core import note_dropped
 from .data.taxonomy import BCSAM_13, BCSAM_MAP, COMMON_5, bcsam_label, to_common5
-from .train import hb_learner
+from .train import LRFactorScheduler, hb_learner
 from .sam.embed import EmbeddingCache, EmbeddingEngine, weights_hash, embed_images, prepare_image
 from .sam.semantic import SemanticSam, semantic_sam
 
@@ -43,18 +42,17 @@ def warmup_cosine(step:float,            # 0-based epoch (or iteration)
     span = total - warmup + 1 if span is None else span
     return 0.5*(1 + math.cos(math.pi*min(step + 1 - warmup, span)/span))
 
-class WarmupCosine(ParamScheduler):
+class WarmupCosine(LRFactorScheduler):
     "fastai `ParamScheduler` of `warmup_cosine` on every parameter group's learning rate, per epoch or per iteration."
     def __init__(self, warmup:int=10,          # Warm-up epochs (or iterations)
                  unit:str='epoch',             # 'epoch' (stage 1) or 'iter' (the autoencoder)
                  span:float|None=None):        # Cosine span; None: just above 0 at the last step; BC-SAM: the total
         if unit not in ('epoch', 'iter'): raise ConfigError(f"unit={unit!r}: expected 'epoch' or 'iter'")
-        super().__init__({'lr': self._lr}); self.warmup,self.unit,self.span = warmup,unit,span
-    def before_fit(self): self.base = [h['lr'] for h in self.opt.hypers]; super().before_fit()
-    def _lr(self, pct):
+        super().__init__(); self.warmup,self.unit,self.span = warmup,unit,span
+    def factor(self, pct):
         if self.unit == 'epoch': step,total = self.epoch,self.n_epoch
         else: step,total = self.epoch*self.n_iter + self.iter,self.n_epoch*self.n_iter
-        return [b*warmup_cosine(step, total, self.warmup, self.span) for b in self.base]
+        return warmup_cosine(step, total, self.warmup, self.span)
 
 # %% ../nbs/30_bcsam.ipynb #464909b5
 BCSAM_NORM = ((215.0322, 187.7592, 200.4668), (41.3047, 56.9191, 21.9522))

@@ -20,8 +20,7 @@ from fastai.metrics import accuracy
 from fastai.optimizer import Adam
 from fastai.torch_core import get_model
 from PIL import Image
-from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score,
-                             precision_recall_fscore_support)
+from sklearn.metrics import balanced_accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 from .core import CheckpointError, ConfigError, DataError, eval_mode, load_image, logger
 from .data.core import note_dropped
@@ -336,9 +335,8 @@ def cls_metrics(y_true,             # True class indices
         prec,rec,f1,sup = precision_recall_fscore_support(yt, yp, labels=labels, zero_division=0)
         bal = float(balanced_accuracy_score(yt, yp))   # mean recall over the classes present in the truth
     present = sup > 0
-    wf1 = f1_score(yt, yp, labels=labels, average='weighted', zero_division=0)
-    return dict(accuracy=float(accuracy_score(yt, yp)), balanced_accuracy=bal, macro_f1=float(f1[present].mean()),
-                weighted_f1=float(wf1),
+    return dict(accuracy=float(np.trace(cm)/len(yt)), balanced_accuracy=bal, macro_f1=float(f1[present].mean()),
+                weighted_f1=float(np.average(f1, weights=sup)),   # sklearn's average='weighted'; sup.sum() = len(yt)
                 precision=prec.tolist(), recall=rec.tolist(), f1=f1.tolist(), support=sup.astype(int).tolist(),
                 confusion=cm.tolist())
 

@@ -13,14 +13,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from fastai.callback.schedule import ParamScheduler
 from fastai.learner import Metric
 from fastai.optimizer import Adam
 from torchvision.transforms.v2 import functional as TF
 from torchvision.transforms import InterpolationMode
 
 from .core import ConfigError, eval_mode
-from .train import hb_learner
+from .train import LRFactorScheduler, hb_learner
 from .sam.semantic import SemanticSam
 from .data.seg import ct_slice_rgb, image_tensor
 
@@ -67,18 +66,16 @@ def warmup_poly(it:float, total:float, warmup:int=250, power:float=0.9) -> float
     if it < warmup: return (it+1)/warmup
     return max(0., 1 - (it-warmup)/max(total-warmup, 1))**power
 
-class WarmupPoly(ParamScheduler):
+class WarmupPoly(LRFactorScheduler):
     "fastai `ParamScheduler` of `warmup_poly` per iteration on every parameter group's learning rate (SAMed)."
     def __init__(self, warmup:int=250,    # Linear warm-up iterations
                  power:float=0.9,         # Exponent of the decay (SAMed_h: 7)
                  horizon:float=1.0,       # The decay reaches 0 at `horizon` × the run's iterations (SAMed: 200/160)
                 ):
-        super().__init__({'lr': self._lr}); self.warmup,self.power,self.horizon = warmup,power,horizon
-    def before_fit(self): self.base = [h['lr'] for h in self.opt.hypers]; super().before_fit()
-    def _lr(self, pct):
+        super().__init__(); self.warmup,self.power,self.horizon = warmup,power,horizon
+    def factor(self, pct):
         total = self.n_epoch*self.n_iter   # the iteration, exact: fastai's pct_train is a running float sum
-        f = warmup_poly(round(pct*total), total*self.horizon, self.warmup, self.power)
-        return [b*f for b in self.base]
+        return warmup_poly(round(pct*total), total*self.horizon, self.warmup, self.power)
 
 # %% ../nbs/23_samed.ipynb #e5ed4109
 class MeanDice(Metric):

@@ -16,6 +16,7 @@ from fastcore.foundation import L
 from fastcore.xtras import modified_env
 from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
+from fastai.callback.schedule import ParamScheduler
 import fastai.callback.fp16, fastai.callback.schedule   # patch `to_fp16`, `to_bf16` and `fit_one_cycle` onto `Learner`
 from fastai.learner import Learner, Recorder
 from fastai.torch_core import defaults, get_model, num_distrib, rank_distrib
@@ -28,7 +29,8 @@ from .runs import RunConflict, format_diff, current_run, settings_diff
 
 # %% auto #0
 __all__ = ['hb_learner', 'save_checkpoint', 'load_checkpoint', 'load_weights', 'RunLogger', 'EpochCheckpoint', 'fit',
-           'precise_bn', 'PreciseBN', 'DistributedDL', 'DistributedTrainer', 'distrib_ctx', 'launch']
+           'precise_bn', 'PreciseBN', 'LRFactorScheduler', 'DistributedDL', 'DistributedTrainer', 'distrib_ctx',
+           'launch']
 
 # %% ../nbs/01_train.ipynb #3b3d51c2
 _AMP = ('auto', 'no', 'fp16', 'bf16')
@@ -314,6 +316,18 @@ class PreciseBN(Callback):
     order = 5
     def __init__(self, max_batches:int=50, fwd:Callable|None=None): self.max_batches,self.fwd = max_batches,fwd
     def before_validate(self): precise_bn(get_model(self.learn.model), self.dls.train, self.max_batches, self.fwd)
+
+# %% ../nbs/01_train.ipynb #e00b45fc
+class LRFactorScheduler(ParamScheduler):
+    "A `ParamScheduler` setting each parameter group's learning rate to its rate at `fit`'s start times `factor(pct)`."
+    def __init__(self): super().__init__({'lr': self._lr})
+    def before_fit(self): self.base = [h['lr'] for h in self.opt.hypers]; super().before_fit()
+    def factor(self, pct:float) -> float:
+        "The factor at training progress `pct` (fastai's `pct_train`); the learner's `epoch`, `iter`, ... are at hand."
+        raise NotImplementedError(f"{type(self).__name__} must define factor(pct)")
+    def _lr(self, pct):
+        f = self.factor(pct)
+        return [b*f for b in self.base]
 
 # %% ../nbs/01_train.ipynb #b4b49544
 class DistributedDL(fdist.DistributedDL):
