@@ -58,14 +58,14 @@ class WarmupCosine(LRFactorScheduler):
 BCSAM_NORM = ((215.0322, 187.7592, 200.4668), (41.3047, 56.9191, 21.9522))
 
 def bcsam_seg_model(arch:str|dict='vit_b',     # SAM architecture (`SAM_ARCHS`)
-                    img_size:int=224,          # Input side (BC-SAM: 224, a 14×14 token grid)
+                    sz:int=224,                # Input side (BC-SAM: 224, a 14×14 token grid)
                     checkpoint=None,           # Official SAM checkpoint; None: random init, the encoder trains fully
                     rank:int=4,                # LoRA rank (BC-SAM: 4, hard-coded in its code)
                     norm=BCSAM_NORM,           # (mean, std) on 0–255: your training set's `norm_stats`, or BC-SAM's
                     encoder:str='auto',        # 'lora' (the paper), 'full', or 'auto': lora iff a checkpoint is given
                    ) -> SemanticSam:
     "BC-SAM stage 1: a one-class (cell) prompt-free SAM with LoRA, normalised with data-set statistics."
-    m = semantic_sam(arch, img_size, num_classes=1, checkpoint=checkpoint, rank=rank, norm=norm, encoder=encoder)
+    m = semantic_sam(arch, sz, n_classes=1, checkpoint=checkpoint, rank=rank, norm=norm, encoder=encoder)
     m.recipe.update(norm=[list(v) for v in norm] if not isinstance(norm, str) else norm,
                     note=m.recipe['note'].replace('SAMed recipe', 'BC-SAM recipe'))
     return m
@@ -151,11 +151,11 @@ def largest_component(mask:np.ndarray) -> np.ndarray:
 
 def masked_crop(img:np.ndarray,   # H×W×3 uint8, the image at the encoder's input size
                 mask:np.ndarray,  # H×W bool, the predicted cell mask
-                size:int=128,     # Side of the result
+                sz:int=128,       # Side of the result
                 pad:int=10,       # Grey border around the box, in pixels before resizing
                 grey:int=128,     # Grey level of the background and border
-               ) -> tuple[np.ndarray, bool]: # (size×size×3 uint8, whether the mask was empty)
-    "BC-SAM's autoencoder target: largest component, grey outside, box crop, `pad` px grey border, `size`² (bicubic)."
+               ) -> tuple[np.ndarray, bool]: # (sz×sz×3 uint8, whether the mask was empty)
+    "BC-SAM's autoencoder target: largest component, grey outside, box crop, `pad` px grey border, `sz`² (bicubic)."
     m = largest_component(mask)
     empty = not m.any()
     if empty: crop = img
@@ -163,30 +163,30 @@ def masked_crop(img:np.ndarray,   # H×W×3 uint8, the image at the encoder's in
         ys,xs = np.nonzero(m)
         crop = np.where(m[..., None], img, np.uint8(grey))[ys.min():ys.max()+1, xs.min():xs.max()+1]
         crop = np.pad(crop, ((pad, pad), (pad, pad), (0, 0)), constant_values=grey)
-    return np.asarray(Image.fromarray(crop.astype(np.uint8)).resize((size, size), Image.BICUBIC)),empty
+    return np.asarray(Image.fromarray(crop.astype(np.uint8)).resize((sz, sz), Image.BICUBIC)),empty
 
 def cell_crops(cache:EmbeddingCache,  # From `extract_cells` (holds `masks`)
-               size:int=128,          # Crop side (the autoencoder's output size)
+               sz:int=128,            # Crop side (the autoencoder's output size)
                pad:int=10,            # Grey border (see `masked_crop`)
                overwrite:bool=False,  # Rebuild even when `crops.npy` matches
               ) -> np.ndarray:
-    "Write masked crops of every cell in `cache` to `crops.npy` beside it (N×3×size×size uint8); empty masks counted."
+    "Write masked crops of every cell in `cache` to `crops.npy` beside it (N×3×sz×sz uint8); empty masks counted."
     f,meta = cache.path/'crops.npy',cache.path/'crops.json'
     if cache.masks is None: raise DataError(f"{cache.path}: the cache holds no masks; extract with `extract_cells`")
     st = (cache.path/'masks.npy').stat()
     # a re-extracted cache has new masks
-    want = dict(size=size, pad=pad, n=len(cache), masks=[st.st_size, st.st_mtime_ns])
+    want = dict(image_size=sz, pad=pad, n=len(cache), masks=[st.st_size, st.st_mtime_ns])
     if f.exists() and meta.exists() and not overwrite:
         m = load_json(meta)
         if {k: m.get(k) for k in want} == want: return np.load(f, mmap_mode='r')
     tmp = f.with_suffix('.tmp.npy')
-    mm = np.lib.format.open_memmap(tmp, mode='w+', dtype=np.uint8, shape=(len(cache), 3, size, size))
+    mm = np.lib.format.open_memmap(tmp, mode='w+', dtype=np.uint8, shape=(len(cache), 3, sz, sz))
     failed,empty = {d['index'] for d in cache.failed},[]
     S = cache.masks.shape[-1]
     for i,p in enumerate(cache.paths):
         if i in failed: continue
         img,_ = prepare_image(load_image(p), S, cache.config.get('resize', 'square'))
-        crop,e = masked_crop(img, np.asarray(cache.masks[i]) > 0, size, pad)
+        crop,e = masked_crop(img, np.asarray(cache.masks[i]) > 0, sz, pad)
         mm[i] = crop.transpose(2, 0, 1)
         if e: empty.append(p)
     mm.flush(); del mm
@@ -202,18 +202,18 @@ class CellAE(nn.Module):
     def __init__(self, in_ch:int=768,     # Channels of the pre-neck features (ViT-B: 768)
                  latent:int=50,       # Latent size (BC-SAM: 50)
                  width:float=1.0,     # Multiplier of every hidden channel count (1: the paper's; 0.125 for CPU tests)
-                 size:int=128):       # Output side: 128 (the paper) or 64
+                 sz:int=128):         # Output side: 128 (the paper) or 64
         super().__init__()
-        if size not in (64, 128):
-            raise ConfigError(f"size={size}: the decoder makes 128×128 (the paper) or 64×64 crops")
-        self.size = size
+        if sz not in (64, 128):
+            raise ConfigError(f"sz={sz}: the decoder makes 128×128 (the paper) or 64×64 crops")
+        self.sz = sz
         w = lambda c: max(4, round(c*width))
         cbr = lambda i,o,k,s=1: [nn.Conv2d(i, o, k, s), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
         self.encoder = nn.Sequential(*cbr(in_ch, w(256), 1), *cbr(w(256), w(256), 3, 2), *cbr(w(256), latent, 1),
                                      nn.AdaptiveAvgPool2d(1), nn.Flatten())
         ch = [latent] + [w(c) for c in (150, 200, 256, 200, 180, 150, 128)]
         ks = [(5, 1), (4, 2), (3, 1), (5, 2), (3, 2), (3, 2), (2, 1)]     # 1 → 5 → 12 → 14 → 31 → 63 → 127 → 128
-        if size == 64: ch,ks = ch[:6] + ch[7:],ks[:5] + ks[6:]             # 1 → … → 63 → 64
+        if sz == 64: ch,ks = ch[:6] + ch[7:],ks[:5] + ks[6:]               # 1 → … → 63 → 64
         up = []
         for i,(k,s) in enumerate(ks):
             up += [nn.ConvTranspose2d(ch[i], ch[i+1], k, s), nn.BatchNorm2d(ch[i+1]), nn.ReLU(inplace=True)]

@@ -308,7 +308,7 @@ def dessam_model(arch:str|dict='vit_b',      # SAM architecture (`SAM_ARCHS`), '
             "not the paper's recipe")
     if checkpoint is None and 'levelset' not in (weights or {}):
         note += "; level-set weight 0.03 (DES-SAM's 0.001 left the masks filling their boxes)"
-    m.recipe = dict(arch=arch if isinstance(arch, str) else 'custom', sz=sz,
+    m.recipe = dict(arch=arch if isinstance(arch, str) else 'custom', image_size=sz,
                     checkpoint=None if checkpoint is None else str(checkpoint),
                     frozen=bool(frozen), weights=dict(m.weights), note=note)
     if checkpoint is None: logger.warning("dessam_model: %s", note)

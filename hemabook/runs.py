@@ -4,17 +4,18 @@
 
 # %% ../nbs/00a_runs.ipynb #7f8eaca8
 from __future__ import annotations
-import datetime, math, os, secrets, signal, socket, threading
+import datetime, difflib, math, os, secrets, signal, socket, threading, typing
 from pathlib import Path
 
 from fastcore.basics import patch
 
 from . import __version__
-from .core import ConfigError, jsonable, load_json, logger, save_json
+from .core import ConfigError, get_device, jsonable, load_json, logger, save_json, set_seed
+from .data.core import find_format
 
 # %% auto #0
 __all__ = ['RUN_FILE', 'IGNORED', 'RunConflict', 'new_run_id', 'run_folder', 'settings_diff', 'format_diff', 'Run', 'current_run',
-           'open_run', 'check', 'headline', 'history_checks']
+           'open_run', 'resolve_params', 'check', 'headline', 'history_checks']
 
 # %% ../nbs/00a_runs.ipynb #a6849f9b
 RUN_FILE = 'run.json'
@@ -168,6 +169,82 @@ def reached(self:Run) -> str:
     "Where training got to, in words: 'model: epoch 3 of 6' per stage, or 'no epoch finished'."
     p = self.rec.get('progress') or {}
     return ', '.join(f"{k}: epoch {v['epoch']} of {v['n_epoch']}" for k,v in p.items()) or 'no epoch finished'
+
+# %% ../nbs/00a_runs.ipynb #99b36518
+_TYPES = {int: 'an int', float: 'a float', bool: 'true or false', str: 'a string'}
+
+def _expected(ann):
+    "The base type of an annotation and whether it allows None: `Optional[int]` → (int, True)."
+    args = typing.get_args(ann)
+    if type(None) in args: return next(a for a in args if a is not type(None)),True
+    return ann,False
+
+def _typed(name, v, ann, ns):
+    "`v` checked against `name`'s annotation: ints pass as floats, paths as strings; else a `ConfigError`."
+    if isinstance(ann, str): ann = eval(ann, ns)          # written under `from __future__ import annotations`
+    typ,optional = _expected(ann)
+    if v is None:
+        if optional: return None
+        raise ConfigError(f"{name} is None: expected {_TYPES.get(typ, typ)}")
+    if typ is float and isinstance(v, int) and not isinstance(v, bool): return float(v)
+    if typ is str and isinstance(v, Path): return str(v)
+    if typ in _TYPES and (not isinstance(v, typ) or (typ is int and isinstance(v, bool))):
+        raise ConfigError(f"{name}={v!r}: expected {_TYPES[typ]}")
+    return v
+
+def _one_of(name, v, allowed):
+    if v not in allowed:
+        close = difflib.get_close_matches(str(v), [str(a) for a in allowed], n=1)
+        raise ConfigError(f"{name}={v!r}: expected one of {', '.join(map(str, allowed))}"
+                          + (f" (did you mean {close[0]!r}?)" if close else ''))
+    return v
+
+# %% ../nbs/00a_runs.ipynb #6cfaf58a
+def _split_list(name, v, typ, allowed):
+    try: vs = [typ(s.strip()) for s in v.split(',') if s.strip()]
+    except ValueError: raise ConfigError(f"{name}={v!r}: expected comma-separated {typ.__name__}s") from None
+    if not vs: raise ConfigError(f"{name}={v!r}: expected at least one comma-separated value")
+    return [_one_of(name, x, allowed) for x in vs] if allowed else vs
+
+def _check_data(params, data, preset, synthetic):
+    for folder,(fmt,task) in (data or {}).items():
+        f,d = params[fmt.lower()] if fmt.isupper() else fmt,params[folder.lower()]
+        find_format(f, task)                                  # a ConfigError naming the known formats
+        if d is None:
+            if synthetic: continue
+            raise ConfigError(f"{folder} is not set and PRESET={preset!r} has no data of its own: give {folder}, "
+                              f"a {task} data set in format {f!r}")
+        if not Path(d).exists(): raise ConfigError(f"{folder}={str(d)!r}: no such folder (a {task} data set, {f!r})")
+
+# %% ../nbs/00a_runs.ipynb #23abf094
+def resolve_params(ns:dict,                 # The notebook's `globals()`, after its parameters cell ran
+                   presets:dict,            # Preset → {PARAMETER: value for when it is None, lower_case: fixed}
+                   data:dict|None=None,     # Folder parameter → (its format parameter or a format, task)
+                   choices:dict|None=None,  # Parameter → the values it may take
+                   lists:dict|None=None,    # Comma-separated parameter → element type (`str`, `int`)
+                  ) -> dict:                # Lower-case parameter name → value: the run's settings
+    "An experiment's settings from its parameters cell and `presets[PRESET]`, checked; `ConfigError` naming the key."
+    names = [k for k in ns.get('__annotations__', {}) if k.isupper() and k in ns and k != 'OUT_DIR']
+    if 'PRESET' not in names:
+        raise ConfigError("no annotated PRESET in the parameters cell (write `PRESET: str = 'smoke'  # ...`)")
+    preset = _one_of('PRESET', ns['PRESET'], list(presets))
+    p,choices,lists = presets[preset],choices or {},lists or {}
+    if extra := [k for k in p if k.isupper() and k not in names]:
+        raise ConfigError(f"preset {preset!r} sets {', '.join(extra)}: not parameters of this experiment "
+                          f"({', '.join(names)})")
+    params = dict(preset=preset)
+    for k in (n for n in names if n != 'PRESET'):
+        v = _typed(k, p.get(k) if ns[k] is None else ns[k], ns['__annotations__'][k], ns)
+        if k in lists and v is not None: v = _split_list(k, v, lists[k], choices.get(k))
+        elif k in choices and v is not None: _one_of(k, v, choices[k])
+        params[k.lower()] = v
+    for k in dict.fromkeys(k for q in presets.values() for k in q if not k.isupper()):   # the preset's own settings
+        if k in params: raise ConfigError(f"preset key {k!r} is also a parameter's name; write it {k.upper()}")
+        params[k] = str(p[k]) if isinstance(p.get(k), Path) else p.get(k)
+    if 'DEVICE' in names: params['device'] = str(get_device(params['device']))
+    if 'SEED' in names: set_seed(params['seed'])
+    _check_data(params, data, preset, bool(p.get('synthetic')))
+    return params
 
 # %% ../nbs/00a_runs.ipynb #957f1098
 def check(ok:bool,   # True when the result is sound

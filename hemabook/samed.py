@@ -80,7 +80,7 @@ class WarmupPoly(LRFactorScheduler):
 # %% ../nbs/23_samed.ipynb #e5ed4109
 class MeanDice(Metric):
     "Mean foreground Dice over an epoch, from low-resolution logits upsampled to the label maps."
-    def __init__(self, num_classes:int): self.k = num_classes
+    def __init__(self, n_classes:int): self.k = n_classes
     def reset(self): self.inter,self.tot = torch.zeros(self.k),torch.zeros(self.k)
     def accumulate(self, learn):
         y = learn.y
@@ -106,7 +106,7 @@ def samed_learner(dls,                        # `sem_dls` DataLoaders of (image,
                  ):
     "A learner with SAMed's loss, AdamW and a mean-Dice metric."
     opt = partial(Adam, mom=0.9, sqr_mom=0.999, eps=1e-8, decouple_wd=True)
-    return hb_learner(dls, model, loss_func=SamedLoss(dice_weight), metrics=MeanDice(model.num_classes), opt_func=opt,
+    return hb_learner(dls, model, loss_func=SamedLoss(dice_weight), metrics=MeanDice(model.n_classes), opt_func=opt,
                       wd=wd, run_dir=run_dir, params=params, **kwargs)
 
 # %% ../nbs/23_samed.ipynb #7897ba74
@@ -122,7 +122,7 @@ def predict_volume(model:SemanticSam,  # A trained `SemanticSam`
     out = []
     with eval_mode(model):
         for i in range(0, len(vol), bs):
-            x = torch.stack([image_tensor(ct_slice_rgb(s), model.img_size) for s in vol[i:i+bs]]).to(dev)
+            x = torch.stack([image_tensor(ct_slice_rgb(s), model.sz) for s in vol[i:i+bs]]).to(dev)
             p = model.predict(x).to(torch.uint8)
             out.append(F.interpolate(p[:, None].float(), size=(h, w), mode='nearest')[:, 0].byte().cpu().numpy())
     out = np.concatenate(out)
@@ -141,13 +141,13 @@ def evaluate_synapse(model:SemanticSam,       # A trained `SemanticSam`
     vols = df[(df['split'] == 'test') & df['path'].str.endswith('.h5')].drop_duplicates('path').assign(slice=np.nan)
     if vols.empty: raise ConfigError("no test volumes in the table (rows with split 'test' from test_vol_h5/*.npy.h5)")
     names = list(df.attrs.get('classes', []))[1:] or None
-    if names and len(names) != model.num_classes:
-        raise ConfigError(f"the table has {len(names)} classes but the model {model.num_classes}")
+    if names and len(names) != model.n_classes:
+        raise ConfigError(f"the table has {len(names)} classes but the model {model.n_classes}")
     cases,preds = {},{}
     for _,r in vols.iterrows():
         img,lbl = load_synapse_item(r)
         preds[r['patient']] = pred = predict_volume(model, img, bs)
-        cases[r['patient']] = case_metrics(pred, lbl, model.num_classes, spacing, empty)
+        cases[r['patient']] = case_metrics(pred, lbl, model.n_classes, spacing, empty)
     return metrics_table(cases, names),preds
 
 # %% ../nbs/23_samed.ipynb #88707086

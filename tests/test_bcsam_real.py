@@ -33,12 +33,12 @@ def test_bcsam_acevedo_bccd(shared_data, tmp_path):
     counts = cells.groupby(['domain', 'label']).size()
     assert counts['acevedo20'].tolist() == [50]*5 and counts['bccd_wbc'].sum() == 353
     cache = extract_cells(model, cells.path, tmp_path/'cache', device='cpu', verbose=False)
-    crops = cell_crops(cache, size=64)
+    crops = cell_crops(cache, sz=64)
     assert json.loads((cache.path/'crops.json').read_text())['n_empty'] <= 0.02*len(cells)
     # Stage 3: a 1/8-width autoencoder with kernel MMD; stage 4: BC-SAM's protocol both ways.
     gap = lambda Z: float(kernel_mmd(*(torch.from_numpy(Z[cells.domain_id == i]) for i in (0, 1))))
     set_seed(0)
-    ae = CellAE(cache.pre.shape[1], width=0.125, size=64)
+    ae = CellAE(cache.pre.shape[1], width=0.125, sz=64)
     ds = CellDataset(cache, crops, cells.domain_id)
     gap0 = gap(latents(ae, ds))                                  # the untrained encoder's codes
     al = ae_learner(ae_dls(cache, crops, cells.domain_id, bs=32), ae, lam=5., mmd='kernel')

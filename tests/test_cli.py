@@ -16,7 +16,7 @@ def test_list_shows_experiments_and_parameters():
 def test_unknown_parameter_is_refused_with_the_valid_ones(tmp_path):
     r = cli('run', 'wbc_classifier', '-p', 'EPOCH', '2', '--out', tmp_path/'x')
     assert r.returncode==2
-    assert "no parameter 'EPOCH' (did you mean EPOCHS?)" in r.stderr and 'PRESET, DATA, ARCH' in r.stderr
+    assert "no parameter 'EPOCH' (did you mean EPOCHS?)" in r.stderr and 'PRESET, DATA_DIR, IMAGE_SIZE, ARCH' in r.stderr
     assert not (tmp_path/'x').exists(), "nothing runs when the parameters are wrong"
 
 def test_ill_typed_parameter_is_refused(tmp_path):

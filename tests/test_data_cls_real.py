@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from conftest import shared_subset
 
-from hemabook.data.cls import ACEVEDO_CLASSES, CLS_COLS, bcsam_table, check_images, cls_dls, read_acevedo20
+from hemabook.data.cls import ACEVEDO_CLASSES, CLS_COLS, check_images, cls_dls, read_acevedo20
 from hemabook.data.taxonomy import BCSAM_13, CELL_TYPES, canonical
 
 @pytest.fixture(scope='module')
@@ -40,11 +40,12 @@ def test_canonical_labels(ace):
     assert ace.label.value_counts()['platelet'] == 50
 
 def test_bcsam_mapping(ace):
-    bc = bcsam_table(ace.iloc[:0].assign(dataset='matek19'), ace)
+    from hemabook.bcsam import domain_table
+    bc = domain_table(ace, ace, 'bcsam13', names=('acevedo_a', 'acevedo_b'))   # the protocol, once per domain
     n_ig, n_neu, n_plt = (ace.fine_label == 'IG').sum(), (ace.fine_label == 'NEUTROPHIL').sum(), (ace.fine_label == 'PLATELET').sum()
-    assert bc.attrs['dropped'] == {'BC-SAM protocol drops IG': n_ig, 'BC-SAM protocol drops NEUTROPHIL': n_neu,
-                                   'BC-SAM protocol drops PLATELET': n_plt}
-    assert len(bc) == 400 - n_ig - n_neu - n_plt == 346
+    assert bc.attrs['dropped'] == {'bcsam13 drops IG': 2*n_ig, 'bcsam13 drops NEUTROPHIL': 2*n_neu,
+                                   'bcsam13 drops PLATELET': 2*n_plt}
+    assert len(bc) == 2*(400 - n_ig - n_neu - n_plt) == 2*346
     assert set(bc.label) <= set(BCSAM_13) and len(set(bc.label)) == 10
 
 def test_decode_and_batch(ace):

@@ -28,7 +28,7 @@ def _cut(f):
 _NAMES = [n for n,_ in SAM_CHECKPOINTS.values()] + ['my_sam.pth']
 
 @pytest.fixture(scope='module')
-def tiny(): return build_sam('tiny', img_size=64)
+def tiny(): return build_sam('tiny', sz=64)
 
 @pytest.mark.parametrize('name', _NAMES)
 def test_sam_missing_checkpoint(tmp_path, tiny, name):

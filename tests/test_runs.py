@@ -64,9 +64,9 @@ def test_sigterm_records_an_interrupted_run(tmp_path):
 
 def test_clear_errors(tmp_path):
     "Bad input to `hemabook run`: one line naming what is wrong, exit 2, no traceback."
-    r = cli('run', 'wbc_classifier', '-p', 'DATA', tmp_path/'nowhere', '--out', tmp_path/'a')
+    r = cli('run', 'wbc_classifier', '-p', 'DATA_DIR', tmp_path/'nowhere', '--out', tmp_path/'a')
     assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr[-3000:]
-    assert len(_errors(r)) == 1 and f"DATA='{tmp_path/'nowhere'}': no such folder" in _errors(r)[0], r.stderr
+    assert len(_errors(r)) == 1 and f"DATA_DIR='{tmp_path/'nowhere'}': no such folder" in _errors(r)[0], r.stderr
     assert not (tmp_path/'a').exists()
     r = cli('run', 'wbc_classifier', '--kernel', 'nokernel', '--out', tmp_path/'b')
     assert r.returncode == 2 and "kernel 'nokernel' is not installed" in r.stderr and 'ipykernel install' in r.stderr, r.stderr
@@ -83,7 +83,7 @@ def test_a_run_that_learned_nothing_says_so(tmp_path):
     for c in ('lymphocyte', 'neutrophil'):
         (tmp_path/'data'/c).mkdir(parents=True)
         for i in range(8): img.save(tmp_path/'data'/c/f'{i}.png')
-    r = cli('run', 'wbc_classifier', *SMALL, '-p', 'DATA', tmp_path/'data', '--out', tmp_path/'run')
+    r = cli('run', 'wbc_classifier', *SMALL, '-p', 'DATA_DIR', tmp_path/'data', '--out', tmp_path/'run')
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     m = json.loads((tmp_path/'run'/'metrics.json').read_text())
     assert m['accuracy'] <= m['majority_rate']

@@ -18,7 +18,7 @@ def test_lora_sam_learns_bccd_wbc_masks(shared_data, tmp_path):
     assert crops['split'].value_counts().to_dict() == {'train': 64, 'valid': 24}
     set_seed(0)
     dls = sem_dls(crops, bs=8, sz=128, train_tfm=samed_augment)
-    learn = samed_learner(dls, semantic_sam('tiny', img_size=128, num_classes=2, rank=4))
+    learn = samed_learner(dls, semantic_sam('tiny', sz=128, n_classes=2, rank=4))
     assert learn.model.recipe['encoder'] == 'full'          # no checkpoint: the random encoder trains too, and says so
     with learn.no_bar(): before = learn.validate()[1]
     with learn.no_bar(): after = fit(learn, 25, 5e-3, one_cycle=False, cbs=WarmupPoly(warmup=10))['dice']

@@ -15,12 +15,12 @@ from PIL import Image
 
 from ..core import ConfigError, DataError, IMAGE_EXTS, load_image, logger
 from .core import find_format, note_dropped, read_data, register_format, valid_mask
-from .taxonomy import SCHEMES, bcsam_label, canonical, closest_names, is_a
+from .taxonomy import SCHEMES, canonical, closest_names, is_a
 
 # %% auto #0
 __all__ = ['CLS_COLS', 'ACEVEDO_FOLDERS', 'ACEVEDO_CLASSES', 'WRITE_LAYOUTS', 'MATEK_CLASSES', 'read_acevedo20', 'check_images',
            'write_class_folders', 'read_matek19', 'read_cnmc', 'read_image_folder', 'read_image_csv', 'write_image_csv',
-           'read_cells', 'cls_dls', 'bcsam_table']
+           'read_cells', 'cls_dls']
 
 # %% ../../nbs/12_data_cls.ipynb #8b2b8cb8
 CLS_COLS = ['path', 'label', 'fine_label', 'split', 'domain', 'patient', 'dataset']
@@ -520,18 +520,3 @@ def cls_dls(df:pd.DataFrame,          # Classification tidy table (needs `path` 
                     get_x=ColReader('path'), get_y=ColReader(label_col), splitter=IndexSplitter(np.flatnonzero(vm)),
                     item_tfms=[Resize(sz)] if item_tfms is None else item_tfms, batch_tfms=batch_tfms)
     return blk.dataloaders(df, bs=bs, num_workers=num_workers, **kwargs)
-
-# %% ../../nbs/12_data_cls.ipynb #174f3094
-def bcsam_table(matek_df:pd.DataFrame,   # `read_matek19` table
-                acevedo_df:pd.DataFrame, # `read_acevedo20` table
-               ) -> pd.DataFrame:        # Both, `label` in `BCSAM_13`, plus the canonical label in `canonical`
-    "The BC-SAM cross-domain table: Matek-19 and Acevedo-20 rows with 13-class labels; dropped classes counted."
-    parts = []
-    for df,ds in ((matek_df,'matek19'), (acevedo_df,'acevedo20')):
-        if len(df) and set(df.dataset)!={ds}:
-            raise DataError(f"bcsam_table: expected {ds} rows, got datasets {sorted(set(df.dataset))}")
-        parts.append(df.assign(canonical=df.label, label=[bcsam_label(f, ds) for f in df.fine_label]))
-    out = pd.concat(parts, ignore_index=True)
-    gone = out[out.label.isna()]
-    dropped = [(p, f'BC-SAM protocol drops {f}') for p,f in zip(gone.path, gone.fine_label)]
-    return note_dropped(out[out.label.notna()].reset_index(drop=True), dropped, 'bcsam_table')

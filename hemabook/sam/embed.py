@@ -186,7 +186,7 @@ def config(self:EmbeddingEngine) -> dict:
     return dict(encoder=dict(embed_dim=e.patch_embed.proj.out_channels, depth=len(e.blocks),
                              heads=e.blocks[0].attn.num_heads, windows=[b.window_size for b in e.blocks],
                              out_chans=e.neck[0].out_channels, weights=weights_hash(e)),
-                img_size=self.sz, norm=dict(mean=list(self.norm[0]), std=list(self.norm[1])), resize=self.resize,
+                image_size=self.sz, norm=dict(mean=list(self.norm[0]), std=list(self.norm[1])), resize=self.resize,
                 precision='bf16' if self.amp else 'fp32', draft=self.draft)
 
 # %% ../../nbs/22_sam_embed.ipynb #c66ffb45

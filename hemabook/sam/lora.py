@@ -119,7 +119,7 @@ def lora_state_dict(sam:Sam) -> dict:
 
 def save_lora(sam:Sam,              # A model with adapters (`add_lora`)
               path:str|Path,        # The `.safetensors` file to write
-              extra:dict|None=None, # More metadata (strings), e.g. the arch and image size
+              extra:dict|None=None, # More metadata (strings), e.g. `arch`, `image_size`, `n_classes`
              ) -> Path:
     "Write `sam`'s adapters and trainable tensors to a safetensors file."
     from safetensors.torch import save_file

@@ -109,34 +109,34 @@ def is_fast(model:nn.Module) -> bool:
 
 # %% ../../nbs/20_sam_model.ipynb #f7ba4db4
 def build_encoder(arch:str|dict='vit_b', # A name in `SAM_ARCHS` or a config dict
-                  img_size:int=1024,     # Input side in pixels, a multiple of 16
+                  sz:int=1024,           # Input side in pixels, a multiple of 16
                   fast:bool=True,        # `FastAttention`; False: `segment_anything`'s reference attention
                  ) -> ImageEncoderViT:
-    "SAM's ViT image encoder of `arch` for `img_size`×`img_size` inputs, randomly initialised."
+    "SAM's ViT image encoder of `arch` for `sz`×`sz` inputs, randomly initialised."
     c = sam_config(arch)
-    if img_size % 16: raise ConfigError(f"img_size={img_size}: expected a multiple of the 16-pixel patch")
-    enc = ImageEncoderViT(img_size=img_size, patch_size=16, embed_dim=c['embed_dim'], depth=c['depth'],
+    if sz % 16: raise ConfigError(f"sz={sz}: expected a multiple of the 16-pixel patch")
+    enc = ImageEncoderViT(img_size=sz, patch_size=16, embed_dim=c['embed_dim'], depth=c['depth'],
                           num_heads=c['num_heads'], mlp_ratio=4, out_chans=c['prompt_dim'], qkv_bias=True,
                           norm_layer=partial(nn.LayerNorm, eps=1e-6), use_rel_pos=True, window_size=c['window_size'],
                           global_attn_indexes=tuple(c['global_attn_indexes']))
     return use_fast_attention(enc, fast)
 
 def build_sam(arch:str|dict='vit_b',     # A name in `SAM_ARCHS` or a config dict
-              img_size:int=1024,         # Input side in pixels, a multiple of 16
-              num_classes:int=3,         # Mask tokens are `num_classes + 1`; 3 is SAM's own decoder
+              sz:int=1024,               # Input side in pixels, a multiple of 16
+              n_classes:int=3,           # Mask tokens are `n_classes + 1`; 3 is SAM's own decoder
               norm:str|tuple='sam',      # Input normalisation: a name in `NORMS` or `(mean, std)` on the 0–255 scale
               checkpoint:str|Path|None=None, # An official-layout state dict to load (see `load_sam_checkpoint`)
               fast:bool=True,            # The encoder's attention: `FastAttention`; False: SAM's reference code
              ) -> Sam:
-    "A `segment_anything` `Sam` of `arch` at `img_size`, randomly initialised or loaded from `checkpoint`."
+    "A `segment_anything` `Sam` of `arch` for `sz`×`sz` inputs, randomly initialised or loaded from `checkpoint`."
     c,(mean,std) = sam_config(arch),resolve_norm(norm)
     if checkpoint is not None: _ckpt_file(checkpoint)   # a missing file fails before a large model is built
-    if num_classes < 1: raise ConfigError(f"num_classes={num_classes}: expected at least 1")
-    d,g = c['prompt_dim'],img_size//16
-    sam = Sam(image_encoder=build_encoder(arch, img_size, fast),
+    if n_classes < 1: raise ConfigError(f"n_classes={n_classes}: expected at least 1")
+    d,g = c['prompt_dim'],sz//16
+    sam = Sam(image_encoder=build_encoder(arch, sz, fast),
               prompt_encoder=PromptEncoder(embed_dim=d, image_embedding_size=(g, g),
-                                           input_image_size=(img_size, img_size), mask_in_chans=16),
-              mask_decoder=MaskDecoder(num_multimask_outputs=num_classes, transformer_dim=d, iou_head_depth=3,
+                                           input_image_size=(sz, sz), mask_in_chans=16),
+              mask_decoder=MaskDecoder(num_multimask_outputs=n_classes, transformer_dim=d, iou_head_depth=3,
                                        iou_head_hidden_dim=c['iou_hidden'],
                                        transformer=TwoWayTransformer(depth=2, embedding_dim=d, mlp_dim=c['decoder_mlp'],
                                                                      num_heads=c['decoder_heads'])),

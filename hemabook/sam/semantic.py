@@ -28,14 +28,14 @@ def prompt_free_decode(dec, emb:torch.Tensor, pe:torch.Tensor, dense:torch.Tenso
     return (hyper @ up.flatten(2)).view(b, -1, *up.shape[-2:])
 
 class SemanticSam(nn.Module):
-    "SAMed's prompt-free semantic SAM: images in [0, 1] → low-resolution logits over background + `num_classes`."
+    "SAMed's prompt-free semantic SAM: images in [0, 1] → low-resolution logits over background + `n_classes`."
     def __init__(self, sam):
         super().__init__()
-        self.sam,self.num_classes = sam,sam.mask_decoder.num_mask_tokens-1
-        self.img_size = sam.image_encoder.img_size
+        self.sam,self.n_classes = sam,sam.mask_decoder.num_mask_tokens-1
+        self.sz = sam.image_encoder.img_size
     def preprocess(self, x):
-        if x.shape[-1] != self.img_size or x.shape[-2] != self.img_size:
-            x = F.interpolate(x, size=(self.img_size,)*2, mode='bilinear', align_corners=False)
+        if x.shape[-1] != self.sz or x.shape[-2] != self.sz:
+            x = F.interpolate(x, size=(self.sz,)*2, mode='bilinear', align_corners=False)
         return (x*255 - self.sam.pixel_mean)/self.sam.pixel_std
     def decode(self, emb):
         "Low-resolution logits from image embeddings `emb` (B, C, h, w), prompt-free."
@@ -50,8 +50,8 @@ class SemanticSam(nn.Module):
 
 # %% ../../nbs/21a_sam_semantic.ipynb #3d1a7b7c
 def semantic_sam(arch:str|dict='vit_b',      # SAM architecture (`SAM_ARCHS`)
-                 img_size:int=512,           # Input side (SAMed: 512)
-                 num_classes:int=8,          # Foreground classes; the decoder gets num_classes+1 tokens
+                 sz:int=512,                 # Input side (SAMed: 512)
+                 n_classes:int=8,            # Foreground classes; the decoder gets n_classes+1 tokens
                  checkpoint:str|Path|None=None, # Official SAM checkpoint; None: random initialisation
                  rank:int=4,                 # LoRA rank
                  decoder_lora:bool=False,    # SAMed_s: LoRA in the decoder transformer too, which is then frozen
@@ -62,14 +62,14 @@ def semantic_sam(arch:str|dict='vit_b',      # SAM architecture (`SAM_ARCHS`)
     if encoder not in ('auto', 'lora', 'full'):
         raise ConfigError(f"encoder={encoder!r}: expected 'auto', 'lora' or 'full'")
     if encoder == 'auto': encoder = 'lora' if checkpoint is not None else 'full'
-    sam = build_sam(arch, img_size, num_classes, norm, checkpoint)
+    sam = build_sam(arch, sz, n_classes, norm, checkpoint)
     add_lora(sam, rank=rank, decoder=decoder_lora, freeze_encoder=encoder == 'lora')
     m = SemanticSam(sam)
     note = ("SAMed recipe: frozen SAM encoder with LoRA" if encoder == 'lora' else
             "no SAM checkpoint: the randomly initialised encoder trains fully (LoRA + encoder weights), "
             "not the paper's recipe"
             if checkpoint is None else "encoder trains fully (LoRA + encoder weights), by request")
-    m.recipe = dict(arch=sam.arch, img_size=img_size, num_classes=num_classes, rank=rank, decoder_lora=decoder_lora,
+    m.recipe = dict(arch=sam.arch, image_size=sz, n_classes=n_classes, rank=rank, decoder_lora=decoder_lora,
                      encoder=encoder, checkpoint=None if checkpoint is None else str(checkpoint), note=note)
     if checkpoint is None: logger.warning("semantic_sam: %s", note)
     return m
