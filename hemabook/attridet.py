@@ -17,6 +17,7 @@ from fastai.callback.core import Callback
 from fastai.callback.training import GradientClip
 from fastai.learner import Metric
 from fastai.torch_core import get_model
+from fastcore.basics import patch
 
 from .core import ConfigError, DataError, eval_mode, load_image, model_device, set_seed
 from .data.taxonomy import canonical
@@ -120,50 +121,62 @@ class AttriDet(nn.Module):
         self.domain_head = DomainHead(self.backbone.channels[-1]) if uda else None
         self.n_classes,self.n_attrs,self.head_name = n_classes,n_attrs,head
 
-    def normalize(self, x):
-        return (x - x.new_tensor(self.backbone.mean)[:,None,None]) / x.new_tensor(self.backbone.std)[:,None,None]
-    def features(self, x:torch.Tensor) -> list:
-        "The backbone's stride 4–32 maps of a batch of [0,1] images."
-        return self.backbone.body(self.normalize(x))
-
-    def attr_logits(self, boxes:list, feats:list|None=None) -> torch.Tensor|None:
-        "Attribute logits (Σn×A×2) for per-image `boxes` on the backbone maps of the last forward pass (or `feats`)."
-        if self.attr_head is None: return None
-        feats = feats if feats is not None else self.backbone.feats
-        fs = [feats[FPN_STRIDES.index(s)] for s in self.attr_strides]
-        return self.attr_head(roi_features(fs, self.attr_strides, boxes, self.attr_head.roi))
-
-    def attr_probs(self, boxes:list, feats:list|None=None) -> list|None:
-        "P(value 1) per attribute (n_i×A per image) of `boxes`, as `attr_logits`; None without an attribute head."
-        lg = self.attr_logits(boxes, feats)
-        return None if lg is None else list(lg.float().softmax(-1)[..., 1].split([len(b) for b in boxes]))
-
-    def _targets(self, targets):
-        return [dict(boxes=t['boxes'].float(), labels=t['labels'].long()+1) for t in targets]
-
-    def loss_terms(self, images:torch.Tensor, targets:list) -> dict:
-        "The detector's losses and the attribute loss on ground-truth boxes (`attr`, when the targets have `attrs`)."
-        out = dict(self.det(list(images), self._targets(targets)))
-        if self.attr_head is not None and all('attrs' in t for t in targets):
-            logits = self.attr_logits([t['boxes'].float() for t in targets])
-            out['attr'] = asl_loss(logits, torch.cat([t['attrs'] for t in targets]).view(-1, self.n_attrs))
-        return out
-
-    def detect(self, images:torch.Tensor) -> list:
-        "Detections per image: `boxes` (input pixels), `scores`, `labels` (0-based) and `attr_prob` (P(value 1), n×A)."
-        with eval_mode(self):
-            dets = self.det(list(images))
-            for d in dets: d['labels'] = d['labels'] - 1
-            ps = self.attr_probs([d['boxes'] for d in dets])
-            for d,p in zip(dets, ps or []): d['attr_prob'] = p
-        return dets
-
     def forward(self, images:torch.Tensor, targets:list|None=None):
         "Training: the loss dict. Eval with targets: losses (eval-mode normalisation) + detections; alone: detections."
         if self.training: return dict(losses=self.loss_terms(images, targets))
         if targets is None: return self.detect(images)
         with loss_mode(self), torch.no_grad(): losses = self.loss_terms(images, targets)
         return dict(losses=losses, dets=self.detect(images))
+
+# %% ../nbs/50_attridet.ipynb #c0805ac1
+@patch
+def normalize(self:AttriDet, x):
+    return (x - x.new_tensor(self.backbone.mean)[:,None,None]) / x.new_tensor(self.backbone.std)[:,None,None]
+
+@patch
+def features(self:AttriDet, x:torch.Tensor) -> list:
+    "The backbone's stride 4–32 maps of a batch of [0,1] images."
+    return self.backbone.body(self.normalize(x))
+
+# %% ../nbs/50_attridet.ipynb #76997b0a
+@patch
+def attr_logits(self:AttriDet, boxes:list, feats:list|None=None) -> torch.Tensor|None:
+    "Attribute logits (Σn×A×2) for per-image `boxes` on the backbone maps of the last forward pass (or `feats`)."
+    if self.attr_head is None: return None
+    feats = feats if feats is not None else self.backbone.feats
+    fs = [feats[FPN_STRIDES.index(s)] for s in self.attr_strides]
+    return self.attr_head(roi_features(fs, self.attr_strides, boxes, self.attr_head.roi))
+
+@patch
+def attr_probs(self:AttriDet, boxes:list, feats:list|None=None) -> list|None:
+    "P(value 1) per attribute (n_i×A per image) of `boxes`, as `attr_logits`; None without an attribute head."
+    lg = self.attr_logits(boxes, feats)
+    return None if lg is None else list(lg.float().softmax(-1)[..., 1].split([len(b) for b in boxes]))
+
+# %% ../nbs/50_attridet.ipynb #c0e9a7a1
+@patch
+def _targets(self:AttriDet, targets):
+    return [dict(boxes=t['boxes'].float(), labels=t['labels'].long()+1) for t in targets]
+
+@patch
+def loss_terms(self:AttriDet, images:torch.Tensor, targets:list) -> dict:
+    "The detector's losses and the attribute loss on ground-truth boxes (`attr`, when the targets have `attrs`)."
+    out = dict(self.det(list(images), self._targets(targets)))
+    if self.attr_head is not None and all('attrs' in t for t in targets):
+        logits = self.attr_logits([t['boxes'].float() for t in targets])
+        out['attr'] = asl_loss(logits, torch.cat([t['attrs'] for t in targets]).view(-1, self.n_attrs))
+    return out
+
+# %% ../nbs/50_attridet.ipynb #19dda6b5
+@patch
+def detect(self:AttriDet, images:torch.Tensor) -> list:
+    "Detections per image: `boxes` (input pixels), `scores`, `labels` (0-based) and `attr_prob` (P(value 1), n×A)."
+    with eval_mode(self):
+        dets = self.det(list(images))
+        for d in dets: d['labels'] = d['labels'] - 1
+        ps = self.attr_probs([d['boxes'] for d in dets])
+        for d,p in zip(dets, ps or []): d['attr_prob'] = p
+    return dets
 
 # %% ../nbs/50_attridet.ipynb #906bf114
 def _iou(a, b):
@@ -309,8 +322,6 @@ def train_attridet(src:pd.DataFrame,           # Training-domain images, `split`
     return model, fit(learn, epochs, lr)
 
 # %% ../nbs/50_attridet.ipynb #35d4be7d
-_KINDS = ('detect', 'gt')
-
 def _predict(model, df, classes, sz, bs, kinds):
     "One pass over `df`'s images: a table per kind, 'detect' (the detections) and/or 'gt' (attributes on `df`'s boxes)."
     attrs = list(LA_ATTRS[:model.n_attrs]) if model.attr_head is not None else []
@@ -347,6 +358,9 @@ def _predict(model, df, classes, sz, bs, kinds):
     cols = ['path', 'image_id', 'width', 'height', 'domain', 'label', 'score'] + BOX + [f'p_{a}' for a in attrs] + attrs
     return {kind: pd.DataFrame(r, columns=cols) for kind,r in rows.items()}
 
+# %% ../nbs/50_attridet.ipynb #e5c5a459
+_KINDS = ('detect', 'gt')
+
 def predict_table(model:AttriDet,       # A trained model
                   df:pd.DataFrame,      # Detection tidy table of the images to read
                   classes:list,         # Class names in the model's label order
@@ -378,6 +392,7 @@ def evaluate_attridet(model:AttriDet,            # A trained model
         out['attrs_oracle'] = attr_metrics(df, tabs['gt'], attrs, min_iou)
     return out
 
+# %% ../nbs/50_attridet.ipynb #b28c8a18
 def domain_eval(model:AttriDet,          # A trained model
                 df:pd.DataFrame,         # Ground truth with a `domain` column
                 classes:list,            # Class names in the model's label order
@@ -397,6 +412,7 @@ def domain_eval(model:AttriDet,          # A trained model
         rows.append(row)
     return pd.DataFrame(rows), res
 
+# %% ../nbs/50_attridet.ipynb #fd27f694
 def domain_matrix(long:pd.DataFrame,     # Rows of `domain_eval` (several trainings concatenated)
                   value:str='map50',     # Column to tabulate
                  ) -> pd.DataFrame:
@@ -422,6 +438,7 @@ def show_attri_dets(img,                       # Image path or array
                          bbox=dict(fc='w', ec='none', alpha=.7, pad=0.3))
     return ax
 
+# %% ../nbs/50_attridet.ipynb #fcb5a708
 def plot_domains(long:pd.DataFrame,           # Rows of `domain_eval`, several trainings concatenated
                  values:tuple=('map50', 'attr_f1'), # Columns to plot, one panel each
                  figsize:tuple|None=None,

@@ -165,6 +165,7 @@ def masked_crop(img:np.ndarray,   # H×W×3 uint8, the image at the encoder's in
         crop = np.pad(crop, ((pad, pad), (pad, pad), (0, 0)), constant_values=grey)
     return np.asarray(Image.fromarray(crop.astype(np.uint8)).resize((sz, sz), Image.BICUBIC)),empty
 
+# %% ../nbs/30_bcsam.ipynb #945f918a
 def cell_crops(cache:EmbeddingCache,  # From `extract_cells` (holds `masks`)
                sz:int=128,            # Crop side (the autoencoder's output size)
                pad:int=10,            # Grey border (see `masked_crop`)
@@ -239,6 +240,7 @@ def ssim(a:torch.Tensor, b:torch.Tensor, win:int=11, sigma:float=1.5, C1:float=0
     va,vb,cov = saa - ma**2,sbb - mb**2,sab - ma*mb
     return (((2*ma*mb + C1)*(2*cov + C2))/((ma**2 + mb**2 + C1)*(va + vb + C2))).mean()
 
+# %% ../nbs/30_bcsam.ipynb #f092122d
 def mean_mmd(x:torch.Tensor, y:torch.Tensor) -> torch.Tensor:
     "BC-SAM's \"MMD\": mean squared difference of the two batches' mean latents (first moments only)."
     return F.mse_loss(x.mean(0), y.mean(0))
@@ -254,6 +256,7 @@ def kernel_mmd(x:torch.Tensor, y:torch.Tensor, scales=(0.25, 0.5, 1., 2., 4.)) -
     kxx,kyy = k[:n, :n][off[:n, :n]].mean(),k[n:, n:][off[n:, n:]].mean()
     return kxx + kyy - 2*k[:n, n:].mean()
 
+# %% ../nbs/30_bcsam.ipynb #7dc6c837
 MMD_KINDS = dict(kernel=kernel_mmd, mean=mean_mmd)
 
 def domain_mmd(z, dom, kind='kernel'):
@@ -284,6 +287,7 @@ class CellDataset(Dataset):
         return (torch.from_numpy(np.array(self.pre[j], np.float32)),
                 torch.from_numpy(np.array(self.crops[j])).float()/255, torch.tensor(self.dom[j]))
 
+# %% ../nbs/30_bcsam.ipynb #b578dcdf
 def ae_dls(cache:EmbeddingCache,  # From `extract_cells`
            crops:np.ndarray,      # From `cell_crops`
            domain,                # Domain id (0/1) of every cell of the cache
@@ -307,6 +311,7 @@ def ae_dls(cache:EmbeddingCache,  # From `extract_cells`
     dls.n_inp = 1
     return dls.to(device) if device is not None else dls
 
+# %% ../nbs/30_bcsam.ipynb #f9ecf73e
 def _ssim_metric(pred, crop, dom): return ssim(pred[0].float(), crop)
 
 def _mmd_metric(pred, crop, dom): return domain_mmd(pred[1].float(), dom, 'kernel')
@@ -325,6 +330,7 @@ def ae_learner(dls,                 # From `ae_dls`
     return hb_learner(dls, model, loss_func=CrossDomainLoss(lam, mmd),
                       metrics=[AvgMetric(_ssim_metric), AvgMetric(_mmd_metric)], opt_func=opt, wd=wd, **kwargs)
 
+# %% ../nbs/30_bcsam.ipynb #bd7d6b2c
 def latents(model:CellAE, ds:CellDataset, bs:int=256, device=None) -> np.ndarray:
     "The autoencoder's latent of every item of `ds`, N×latent float32."
     dev,out = device or model_device(model),[]

@@ -225,6 +225,7 @@ def show_image(img,                     # Array (H×W[×C]), tensor (C×H×W) or
     ax.axis('off')
     return ax
 
+# %% ../nbs/00_core.ipynb #f9741c55
 def show_images(imgs,                      # Images, as for `show_image`
                 titles=None,               # One title per image
                 ncols:int=4,               # Images per row
@@ -255,6 +256,7 @@ def jsonable(o):
     if isinstance(o, Path): return str(o)
     return o
 
+# %% ../nbs/00_core.ipynb #c5163d8a
 @contextmanager
 def atomic_write(path:str|Path): # File to write; its folder is created
     "Yield a temporary file beside `path`; it replaces `path` in one step if the block succeeds, else is deleted."
@@ -265,6 +267,7 @@ def atomic_write(path:str|Path): # File to write; its folder is created
     except BaseException:
         Path(tmp).unlink(missing_ok=True); raise
 
+# %% ../nbs/00_core.ipynb #0c12ad30
 def save_json(obj,                # Dicts, lists, numbers, strings; NumPy/torch values and paths are converted
               path:str|Path,      # File to write; its folder is created
              ) -> Path:
@@ -301,12 +304,19 @@ def short_list(ks:list, n:int=5) -> str:
     "The first `n` of `ks`, comma-separated, and how many more there are."
     return ', '.join(map(str, ks[:n])) + (f' (and {len(ks)-n} more)' if len(ks)>n else '')
 
+# %% ../nbs/00_core.ipynb #f02a35ee
 def _why(e):
     "A one-line reason from a `torch.load` error: the unpickler's complaint rather than its advice on `weights_only`."
     m = re.search(r'WeightsUnpickler error:\s*(.+?)\s*(?:\n\s*\n|Check the documentation|$)', str(e), re.S)
     msg = m.group(1) if m else (str(e).strip().splitlines() or [''])[0]
     return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
 
+def _is_pickle(path):
+    "Whether `path` starts like a pickle (protocol 2+ opcode PROTO, or protocol 0/1's '(' or '}')."
+    with open(path, 'rb') as f: head = f.read(2)
+    return head[:1] == b'\x80' and head[1:2] in b'\x02\x03\x04\x05' or head[:1] in (b'(', b'}', b']')
+
+# %% ../nbs/00_core.ipynb #b2438cc1
 _NO_UNPICKLE = "hemabook loads tensors only and never unpickles a file (unpickling can run any code hidden in it)"
 
 def load_tensors(path:str|Path,  # A file `torch.save` wrote
@@ -333,8 +343,3 @@ def load_tensors(path:str|Path,  # A file `torch.save` wrote
                 "trust, open it with the program that wrote it and save the weights as a dict of tensors "
                 "(`torch.save(state_dict, new_path)`), then give hemabook new_path") from e
         raise CheckpointError(f"{path}: cannot read the checkpoint (corrupt or not a torch file): {_why(e)}") from e
-
-def _is_pickle(path):
-    "Whether `path` starts like a pickle (protocol 2+ opcode PROTO, or protocol 0/1's '(' or '}')."
-    with open(path, 'rb') as f: head = f.read(2)
-    return head[:1] == b'\x80' and head[1:2] in b'\x02\x03\x04\x05' or head[:1] in (b'(', b'}', b']')

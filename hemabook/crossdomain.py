@@ -26,6 +26,7 @@ class _Encoded:
         self.clf.fit(X, codes); return self
     def predict(self, X): return self.classes_[np.asarray(self.clf.predict(X)).astype(int).ravel()]
 
+# %% ../nbs/03_crossdomain.ipynb #f1ea31b9
 def make_classifier(name:str, seed:int=1234, n_train:int|None=None, n_classes:int|None=None):
     "One of BC-SAM's classifiers on the latent, with the settings of BC-SAM's code (see above)."
     from sklearn.ensemble import RandomForestClassifier
@@ -53,6 +54,7 @@ def make_classifier(name:str, seed:int=1234, n_train:int|None=None, n_classes:in
         clf = XGBClassifier(random_state=seed)
     return _Encoded(clf)
 
+# %% ../nbs/03_crossdomain.ipynb #532eb32a
 def cross_domain_eval(X:np.ndarray,     # N×d features (the latents)
                       labels,           # N class labels
                       domains,          # N domain names; exactly two
@@ -95,6 +97,7 @@ def cross_domain_eval(X:np.ndarray,     # N×d features (the latents)
             if verbose: logger.info("%s fold %d/%d done", src, k+1, folds)
     return pd.DataFrame(scores),pd.concat(preds, ignore_index=True)
 
+# %% ../nbs/03_crossdomain.ipynb #303dfcc2
 def results_table(scores:pd.DataFrame, metric:str='accuracy') -> pd.DataFrame:
     "The paper's layout: a row per classifier; `A→A`, `A→B`, `B→A`, `B→B` as mean, std over folds (%); their average."
     doms = list(dict.fromkeys(scores['train_on']))
@@ -117,6 +120,7 @@ def fmt_results(tab:pd.DataFrame) -> pd.DataFrame:
                   for m,s in zip(tab[c], tab.get(f'{c} std', tab[c]))]
     return pd.DataFrame(out, index=tab.index)
 
+# %% ../nbs/03_crossdomain.ipynb #3fea30f5
 def majority_rate(labels) -> float:
     "The accuracy of always predicting the most common label of `labels`."
     return float(pd.Series(np.asarray(labels)).value_counts(normalize=True).iloc[0])

@@ -170,17 +170,19 @@ class DesSAM(nn.Module):
         self.max_rois,self.dilation,self.distill = max_rois,dilation,distill
         self.pairs = pairs
 
-    def decode(self, emb:torch.Tensor,      # 1×C×g×g image embedding
-               boxes:torch.Tensor,          # n×4 xyxy boxes in input pixels
-               teacher:bool=False,          # The teacher (no prompt token) instead of the student
-              ) -> torch.Tensor:            # n×1×4g×4g mask logits over the whole input
-        "Box-prompted mask logits of the student (or the teacher) on one image's embedding."
-        sparse,dense = self.prompt_encoder(points=None, boxes=boxes, masks=None)
-        if not teacher: sparse = torch.cat([self.prompt_token.weight.expand(len(boxes), 1, -1), sparse], 1)
-        m,_ = (self.teacher if teacher else self.decoder)(
-            image_embeddings=emb, image_pe=self.prompt_encoder.get_dense_pe(), sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense, multimask_output=False)
-        return m
+# %% ../nbs/60_dessam.ipynb #1ecf2862
+@patch
+def decode(self:DesSAM, emb:torch.Tensor,  # 1×C×g×g image embedding
+           boxes:torch.Tensor,             # n×4 xyxy boxes in input pixels
+           teacher:bool=False,             # The teacher (no prompt token) instead of the student
+          ) -> torch.Tensor:               # n×1×4g×4g mask logits over the whole input
+    "Box-prompted mask logits of the student (or the teacher) on one image's embedding."
+    sparse,dense = self.prompt_encoder(points=None, boxes=boxes, masks=None)
+    if not teacher: sparse = torch.cat([self.prompt_token.weight.expand(len(boxes), 1, -1), sparse], 1)
+    m,_ = (self.teacher if teacher else self.decoder)(
+        image_embeddings=emb, image_pe=self.prompt_encoder.get_dense_pe(), sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense, multimask_output=False)
+    return m
 
 # %% ../nbs/60_dessam.ipynb #7b15ab97
 DESSAM_WEIGHTS = dict(distill_bce=.5, distill_dice=.01, pairwise=1., levelset=.001, projection=1.)
@@ -211,6 +213,7 @@ def _box_grid(win, g, R):
     xs = win[:, 0:1] + c*(win[:, 2:3] - win[:, 0:1]); ys = win[:, 1:2] + c*(win[:, 3:4] - win[:, 1:2])
     return ((ys >= g[:, 1:2]) & (ys <= g[:, 3:4]))[:, :, None] & ((xs >= g[:, 0:1]) & (xs <= g[:, 2:3]))[:, None, :]
 
+# %% ../nbs/60_dessam.ipynb #d2ffcfdb
 @patch
 def mask_losses(self:DesSAM, images:torch.Tensor,  # B×3×sz×sz in [0, 1]
                 emb:torch.Tensor,                   # B×C×g×g embeddings
@@ -251,6 +254,7 @@ def loss_terms(self:DesSAM, images:torch.Tensor, targets:list) -> dict:
     _,roi = self.det.roi_heads(feats, props, il.image_sizes, tg)
     return {**rpn, **roi, **self.mask_losses(images, self.backbone.embed, props, [t['boxes'] for t in tg])}
 
+# %% ../nbs/60_dessam.ipynb #bc4cf69b
 @patch
 def detect(self:DesSAM, images:torch.Tensor,  # B×3×sz×sz in [0, 1]
            boxes:list|None=None,               # Per-image n×4 boxes to prompt with instead of detecting
@@ -272,6 +276,7 @@ def detect(self:DesSAM, images:torch.Tensor,  # B×3×sz×sz in [0, 1]
                                             if len(d['boxes']) else emb.new_zeros((0, 1, m, m)))
     return dets
 
+# %% ../nbs/60_dessam.ipynb #238bb9f6
 @patch
 def forward(self:DesSAM, images:torch.Tensor, targets:list|None=None):
     "Training: loss dict. Eval with targets: losses (eval-mode layers), box-only detections; alone: detections + masks."
@@ -335,12 +340,14 @@ def clean_mask(m:np.ndarray,   # H×W bool mask
     m = remove_small_holes(m, max_size=min_area-1, connectivity=1)   # 4-connected (SAM's OpenCV version: 8)
     return remove_small_objects(m, max_size=min_area-1, connectivity=1)
 
+# %% ../nbs/60_dessam.ipynb #5a2d9a61
 def _order(boxes, scores):
     "Paste order: ascending score (the best on top); with no scores, larger boxes first."
     b = np.asarray(boxes, float).reshape(-1, 4)
     area = (b[:, 2] - b[:, 0])*(b[:, 3] - b[:, 1])
     return np.lexsort((-area, np.asarray(scores, float))) if scores is not None else np.argsort(-area, kind='stable')
 
+# %% ../nbs/60_dessam.ipynb #f9790bc3
 def _win(b, pad, h, w):
     x0,y0,x1,y1 = b; px,py = pad*(x1 - x0), pad*(y1 - y0)
     return (int(max(0, np.floor(y0 - py))), int(min(h, np.ceil(y1 + py))),
@@ -367,6 +374,7 @@ def instance_labels(logits:torch.Tensor,  # n×1×m×m mask logits over the whol
         lbl[y0:y1, x0:x1][mk] = k + 1
     return lbl
 
+# %% ../nbs/60_dessam.ipynb #f2185a60
 def box_labels(boxes,          # n×4 xyxy boxes in pixels (right and bottom exclusive)
                shape:tuple,    # (H, W)
                scores=None,    # As for `instance_labels`
@@ -384,6 +392,7 @@ KINDS = (('detect', 'student'), ('detect', 'box'), ('gt', 'student'), ('gt', 'bo
 
 def _kind(k): return f'{k[1]} | {"detections" if k[0] == "detect" else "gt boxes"}'
 
+# %% ../nbs/60_dessam.ipynb #925700e4
 @torch.no_grad()
 def predict_instances(model:DesSAM|None,  # A trained model; None when only ('gt', 'box') is asked for
                       df:pd.DataFrame,    # Instance table of the images (rows without a label: images without nuclei)
@@ -446,6 +455,7 @@ def gt_labels(df:pd.DataFrame) -> dict:
         out[p] = instance_label_image(g) if len(g) else np.zeros((h, w), np.int32)
     return out
 
+# %% ../nbs/60_dessam.ipynb #5b7c754b
 def evaluate_dessam(model:DesSAM|None,      # A trained model (None: only the ground-truth filled-box baseline)
                     df:pd.DataFrame,        # Instance table with masks: the test images
                     kinds:tuple=KINDS,      # As for `predict_instances`

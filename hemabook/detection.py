@@ -83,6 +83,7 @@ def _two_stage(backbone, nc, s, score_thresh, detections_per_img, **kw):
                       rpn_post_nms_top_n_test=250, rpn_batch_size_per_image=128, box_batch_size_per_image=128,
                       box_score_thresh=score_thresh, box_detections_per_img=detections_per_img, **kw)
 
+# %% ../nbs/04_detection.ipynb #d26f8253
 def _one_stage(head, backbone, nc, s, score_thresh, detections_per_img, **kw):
     "RetinaNet (three sizes × three ratios per level) or FCOS (one square anchor per level)."
     from torchvision.models.detection import RetinaNet, FCOS
@@ -95,6 +96,7 @@ def _one_stage(head, backbone, nc, s, score_thresh, detections_per_img, **kw):
     return FCOS(backbone, nc, anchor_generator=AnchorGenerator(tuple((s/2*2**i,) for i in range(n)), ((1.,),)*n),
                 score_thresh=score_thresh, detections_per_img=detections_per_img, **kw)
 
+# %% ../nbs/04_detection.ipynb #f62df7d3
 def make_detector(head:str,                   # One of `HEADS`
                   backbone:nn.Module,         # E.g. `TimmFPN`: strides 4–32+'pool' for Faster R-CNN, else 8–32+'p6p7'
                   n_classes:int,              # Object classes, background not counted
@@ -174,6 +176,7 @@ def _coco_eval(gts, dets, n_classes):
         G.createIndex(); E = COCOeval(G, G.loadRes(res), 'bbox'); E.evaluate(); E.accumulate()
     return E
 
+# %% ../nbs/04_detection.ipynb #6bc4a0a2
 def coco_ap(gts:list,       # Per image: `(boxes n×4 xyxy, labels n)`, labels 0-based class indices
             dets:list,      # Per image, in the same order: `(boxes m×4, scores m, labels m)`
             n_classes:int,  # Classes; labels must be below it

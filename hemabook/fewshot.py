@@ -255,6 +255,7 @@ def fewshot_model(n_classes:int,                  # Training classes
     return FewShotNet(create_embedder(backbone, weights, **kwargs), n_classes,
                       'linear' if variant=='softmax' else 'cosine')
 
+# %% ../nbs/40_fewshot.ipynb #82184b4c
 def fewshot_learner(dls,                         # From `fewshot_dls`
                     model:FewShotNet,            # From `fewshot_model`
                     variant:str='aam_consistency', # One of `VARIANTS`; must match the model's head

@@ -183,6 +183,7 @@ def drop_small(lbl:np.ndarray,  # H×W instance labels
     small = ids[n < min_area]
     return np.where(np.isin(a, small), 0, a), len(small)
 
+# %% ../nbs/02_metrics.ipynb #6c9c2267
 def _div(a, b): return a/b if b else float('nan')
 
 def inst_metrics(gt:np.ndarray,     # H×W ground-truth instance labels (0 = background)

@@ -53,6 +53,7 @@ def _find(name, path=None):
         raise ConfigError(f"no experiment named {name!r}{hint} Available: {', '.join(exps) or 'none'}")
     return exps[name]
 
+# %% ../nbs/90_runner.ipynb #e12d1cd0
 _TYPES = ('int', 'float', 'bool', 'str')
 _OPT = re.compile(r'^Optional\[\s*(\w+)\s*\]$')
 _CHOICES = re.compile(r'^\{([^{}]*)\}\s*')
@@ -71,6 +72,7 @@ def _assigned(src):
     return {t.id: n.lineno for n in ast.parse(src).body if isinstance(n, (ast.Assign, ast.AnnAssign))
             for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Name)}
 
+# %% ../nbs/90_runner.ipynb #0a8a1c6e
 def experiment_params(name:str,                 # Experiment name (notebook stem)
                       path:str|Path|None=None,  # Folder of experiment notebooks
                      ) -> dict[str, dict]:      # Parameter → {'default', 'type', 'optional', 'choices', 'help'}
@@ -126,6 +128,7 @@ def _coerce(k, v, s, raw):
                           + (f" (did you mean {close[0]}?)" if close else ''))
     return v
 
+# %% ../nbs/90_runner.ipynb #40f0c15a
 def check_params(name:str,                 # Experiment name
                  params:dict,              # Parameter → value (strings are parsed with `parse_value`)
                  path:str|Path|None=None,  # Folder of experiment notebooks
@@ -158,6 +161,7 @@ def _kernel(kernel):
     logger.warning("Jupyter kernel 'hemabook' is not registered (run `make install`); using the notebook's own kernel")
     return None
 
+# %% ../nbs/90_runner.ipynb #baae89e5
 def ipc_kernels() -> type:
     "A jupyter_client kernel manager class whose kernels listen on Unix sockets (IPC), not TCP ports (Windows: TCP)."
     from jupyter_client import AsyncKernelManager
@@ -169,6 +173,7 @@ def ipc_kernels() -> type:
             super().__init__(**{"transport": "ipc", "ip": str(d/f"hemabook-{secrets.token_hex(4)}-ipc"), **kw})
     return IPCKernelManager
 
+# %% ../nbs/90_runner.ipynb #d26e1004
 @contextmanager
 def _stop_on_signals(grace:int=30):
     "Within the block Ctrl-C or SIGTERM interrupts the kernel's running cell, so the run stops where it is and says so."
@@ -193,9 +198,9 @@ def _stop_on_signals(grace:int=30):
         if old: signal.alarm(0)
         for s,h in old.items(): signal.signal(s, h)
 
+# %% ../nbs/90_runner.ipynb #349491bc
 _ANSI = re.compile(r'\x1b\[[0-9;]*[A-Za-z]')
 
-# %% ../nbs/90_runner.ipynb #349491bc
 def _opened(out, token):
     "The run record in `out` if the notebook opened the run with attempt `token`, else None."
     f = Path(out)/RUN_FILE
@@ -217,6 +222,7 @@ def _close(out, rec, tmp, nb, status, seconds, error=None):
     save_json(rec, out/RUN_FILE)
     return rec
 
+# %% ../nbs/90_runner.ipynb #dd051783
 def run_experiment(name:str,                  # Experiment name (notebook stem)
                    params:dict|None=None,     # Parameter → value; strings are parsed and checked
                    out:str|Path|None=None,    # Run folder; `<runs>/<name>-<timestamp>` when None
@@ -276,6 +282,7 @@ def summary_table(results:list[dict]) -> str:
         rows.append(f"| {r['name']} | {r['status']} | {r['seconds']:.1f} | " + ' | '.join(cells) + ' |')
     return '\n'.join(rows)
 
+# %% ../nbs/90_runner.ipynb #a81b369e
 def run_demo(out:str|Path='runs/demo',      # Folder for the runs and `summary.md`
              names:list[str]|None=None,     # Experiments to run; all when None
              path:str|Path|None=None,       # Folder of experiment notebooks
@@ -327,6 +334,7 @@ def _parser():
     sub.add_parser('formats', help='list the data formats hemabook reads').add_argument('--task', help='only this task')
     return p
 
+# %% ../nbs/90_runner.ipynb #20e76555
 def _cmd_list(a):
     for name,nb in list_experiments().items():
         print(f'{name}  ({nb})')
@@ -353,6 +361,7 @@ def _cmd_run(a):
         for w in m.get('warnings', []): print(f"WARNING: {w}")
     return 0
 
+# %% ../nbs/90_runner.ipynb #1753479b
 def _cmd_demo(a):
     def _done(r): print(f"{r['name']}: {r['status']} in {r['seconds']:.1f}s", flush=True)
     res = run_demo(a.out, kernel=a.kernel, on_done=_done)

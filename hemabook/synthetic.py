@@ -45,6 +45,7 @@ def _segment(yy, xx, p0, p1, w):
     t = np.clip(((yy-p0[0])*d[0] + (xx-p0[1])*d[1]) / L2, 0, 1)
     return (yy-p0[0]-t*d[0])**2 + (xx-p0[1]-t*d[1])**2 <= w**2
 
+# %% ../nbs/10_synthetic.ipynb #49b56cf1
 def _nucleus(kind, yy, xx, cy, cx, r, rng):
     "Boolean nucleus mask of a `kind` cell of radius `r` centred on (cy, cx)."
     ang = rng.uniform(0, 2*np.pi)
@@ -225,6 +226,7 @@ def _nucleus_mask(form, irregular, yy, xx, cy, cx, rn, rng):
         m &= ~_ellipse(yy, xx, cy + d*np.sin(ang), cx + d*np.cos(ang), rn*.45, rn*.6, ang)
     return m
 
+# %% ../nbs/10_synthetic.ipynb #ab637c6c
 def _draw_attri_cell(img, yy, xx, cy, cx, r, cls, attrs, rng):
     "Paint one `cls` white cell of base radius `r` whose look follows `attrs`; returns (nucleus mask, cell mask)."
     _,form,gran = _ATTRI_LOOK[cls]

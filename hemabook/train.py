@@ -58,6 +58,7 @@ def _save_params(run_dir, params):
                               "checkpoint would mix two runs: use another run_dir, or delete this one")
     save_json({**({'run_id': run.id} if run else {}), **params}, f)
 
+# %% ../nbs/01_train.ipynb #b7f2b868
 def hb_learner(dls,                          # fastai `DataLoaders`
                model:torch.nn.Module,        # The model to train
                loss_func=None,               # Loss; None: fastai infers it from the data
@@ -142,6 +143,7 @@ def _check_opt(sd, opt, path):
     if have!=want: raise CheckpointError(f"{path}: the optimizer state has {have[0]} parameter group(s) and {have[1]} "
                                          f"parameter(s); the learner's optimizer has {want[0]} and {want[1]}")
 
+# %% ../nbs/01_train.ipynb #0fb77ff3
 def _apply_ckpt(learn, ckpt, path, with_opt=True):
     "Load the model (and optimizer) state of checkpoint dict `ckpt` read from `path` into `learn`, all checks first."
     model = get_model(learn.model)

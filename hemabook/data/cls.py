@@ -52,6 +52,7 @@ ACEVEDO_FOLDERS = dict(BA='basophil', EO='eosinophil', ERB='erythroblast', IG='i
                        PLATELET='platelet')
 ACEVEDO_CLASSES = ('basophil', 'eosinophil', 'erythroblast', 'ig', 'lymphocyte', 'monocyte', 'neutrophil', 'platelet')
 
+# %% ../../nbs/12_data_cls.ipynb #31b62bae
 def _class_dirs(base, classes, name, dropped):
     "The class folders of `base`: each of `classes` must exist (None: every sub-folder); other entries go to `dropped`."
     subs = [d for d in sorted(base.iterdir()) if d.is_dir() and not d.name.startswith('.')]
@@ -59,6 +60,7 @@ def _class_dirs(base, classes, name, dropped):
     dropped += [(str(e), 'not a class folder') for e in sorted(base.iterdir()) if e not in subs]
     return subs
 
+# %% ../../nbs/12_data_cls.ipynb #d81ee0de
 def _prefix_rows(base, classes, scheme, dataset, mismatch, ok):
     "Rows of a `<class>/<PREFIX>_<id>.<ext>` layout; `ok(prefix_label, folder)` says whether a prefix fits its folder."
     if mismatch not in ('raise','skip','prefix'):
@@ -80,6 +82,7 @@ def _prefix_rows(base, classes, scheme, dataset, mismatch, ok):
                              split=None, domain=dataset, patient=None, dataset=dataset))
     return rows,dropped,empty
 
+# %% ../../nbs/12_data_cls.ipynb #4e521a38
 def _find_base(root, sub, name):
     root = _need_dir(root, f"{name} root")
     return root/sub if (root/sub).is_dir() else root
@@ -206,6 +209,7 @@ def _cnmc_write(items, lbl, root):
             w = csv.writer(fh); w.writerow(['Patient_ID','new_names','labels']); w.writerows(test)
     return out
 
+# %% ../../nbs/12_data_cls.ipynb #dcf636e7
 def write_class_folders(items:pd.DataFrame|tuple, # Table with `img`/`path` and `fine_label`/`label`; or (imgs, labels)
                         root:str|Path,            # Folder to write into; created if needed
                         layout:str='imagefolder', # `WRITE_LAYOUTS`: 'imagefolder', 'acevedo20', 'matek19', 'cnmc'
@@ -258,6 +262,7 @@ def _cnmc_patient(name):
     m = _UID.match(Path(str(name)).stem)
     return m['patient'] if m else None
 
+# %% ../../nbs/12_data_cls.ipynb #90b9b319
 def _cnmc_test(d, rows, dropped):
     sub = d/d.name
     img_dir = sub if sub.is_dir() else d
@@ -279,6 +284,7 @@ def _cnmc_test(d, rows, dropped):
     if known:
         raise DataError(f"{csvs[0]}: {len(known)} listed image(s) missing from {img_dir}, e.g. {next(iter(known))}")
 
+# %% ../../nbs/12_data_cls.ipynb #855536a9
 @register_format('cnmc', 'classification', 'C-NMC 2019 (ALL challenge): training folds all/hem, labelled test set',
                  'C-NMC_Leukemia/C-NMC_training_data/fold_<k>/{all,hem}/*.bmp; C-NMC_test_prelim_phase_data/ + CSV')
 def read_cnmc(root:str|Path,                # `C-NMC_Leukemia`, or its `C-NMC_training_data` folder

@@ -536,6 +536,7 @@ def _bccd_subtypes(csv:Path) -> dict:
     if not {'Image', 'Category'} <= set(t.columns): raise DataError(f"{csv}: expected columns ',Image,Category'")
     return {int(r.Image): [c.strip() for c in r.Category.split(',') if c.strip()] for r in t.itertuples()}
 
+# %% ../../nbs/13_data_det.ipynb #c735c18a
 @register_format('bccd_wbc', 'classification', "BCCD's white cells cut out of the smears, labelled by wbc_labels.csv",
                  'BCCD/ (Pascal VOC) + wbc_labels.csv (,Image,Category); crops cached as PNG in `out`')
 def bccd_wbc_crops(root:str|Path,           # BCCD folder holding `BCCD/` and `wbc_labels.csv`
@@ -650,6 +651,7 @@ def show_boxes(img,                      # Image: array, tensor (C×H×W) or pat
             ax.text(b[0], b[1], str(l), color='w', fontsize=6, va='bottom', bbox=dict(fc=c, ec='none', pad=0.5))
     return ax
 
+# %% ../../nbs/13_data_det.ipynb #84b5a6a6
 def show_det_batch(dls,                  # `DataLoaders` from `det_dls` (or a DataLoader with `.dataset.vocab`)
                    n:int=4,              # Images to show
                    ncols:int=4,          # Images per row

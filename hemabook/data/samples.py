@@ -96,6 +96,7 @@ def _smear_rows(path, img, objs, domain, patient, dx, split='train'):
                          patient=patient, dataset='leukemiaattri'))
     return rows
 
+# %% ../../nbs/19_data_samples.ipynb #551a587f
 def write_attri_smears(root:str|Path,                      # Folder for the domain folders
                        n_img:int=4,                        # Training fields per domain
                        n_test:int=0,                       # Test fields per domain (their patients are not in training)

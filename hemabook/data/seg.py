@@ -94,6 +94,7 @@ def _coco_parts(js, json_path):
         if not isinstance(js.get(k), list): raise DataError(f"{json_path}: no '{k}' list")
     return js['images'], js['annotations'], {c['id']: c['name'] for c in js['categories']}
 
+# %% ../../nbs/14_data_seg.ipynb #17652b45
 def read_coco_instances(json_path:str|Path,       # COCO instances JSON
                         images_dir:str|Path,      # Folder the `file_name`s are relative to
                         split:str|None=None,      # Value of the `split` column
@@ -134,6 +135,7 @@ def mask_to_polygons(msk:np.ndarray) -> list[list[float]]:
     cs = find_contours(np.pad(np.asarray(msk, dtype=float), 1), 0.5)
     return [[round(float(v), 2) for v in (c[:, ::-1] - 0.5).ravel()] for c in cs if len(c) >= 3]
 
+# %% ../../nbs/14_data_seg.ipynb #2f590fd1
 def _obj_mask(row):
     m = row_mask(row)
     if m is None: raise DataError(f"{row['path']}: object row has neither `rle` nor `mask_path`")
@@ -210,6 +212,7 @@ def _coco_split(stem:str) -> str|None:
 
 def _has_images(d): return d.is_dir() and any(p.suffix.lower() in IMAGE_EXTS for p in d.iterdir())
 
+# %% ../../nbs/14_data_seg.ipynb #b5ca3d08
 @register_format('coco', 'instance', 'COCO instances JSON (polygons or RLE masks) and its image folder',
                  'annotations/<name>.json (or <name>.json) + <split>/, images/<split>/ or images/')
 def read_coco_folder(root:str|Path,          # The data set folder
@@ -240,6 +243,7 @@ def _mask_bbox(p):
         with Image.open(p) as im: return (im.convert('L') if im.mode not in ('L', '1') else im).getbbox()
     except (OSError, ValueError) as e: raise DataError(f"{p}: cannot read the mask ({type(e).__name__}: {e})") from e
 
+# %% ../../nbs/14_data_seg.ipynb #9d02b02f
 @register_format('dsb2018', 'instance', 'Data Science Bowl 2018 nuclei: one PNG per nucleus, boxes from the masks',
                  'stage1_train/<id>/images/<id>.png, stage1_train/<id>/masks/*.png')
 def read_dsb2018(root:str|Path,               # Data set root holding `stage`, or the stage folder itself
@@ -376,6 +380,7 @@ def _list_names(lf, folder, pattern):
     if lf.exists(): return [(l.strip(), f"{lf}:{i+1}") for i,l in enumerate(lf.read_text().splitlines()) if l.strip()]
     return [(p.name.split('.')[0], str(p)) for p in sorted(folder.glob(pattern))] if folder.is_dir() else []
 
+# %% ../../nbs/14_data_seg.ipynb #53b30e21
 @register_format('synapse', 'semantic', 'Synapse multi-organ CT as TransUNet/SAMed preprocess it (8 organs)',
                  'train_npz/caseXXXX_sliceYYY.npz, test_vol_h5/caseXXXX.npy.h5, lists/lists_Synapse/*.txt')
 def read_synapse(root:str|Path,              # Folder with `train_npz/` and/or `test_vol_h5/`
@@ -402,6 +407,7 @@ def read_synapse(root:str|Path,              # Folder with `train_npz/` and/or `
     if not rows: raise DataError(f"{root}: no Synapse files (expected train_npz/*.npz or test_vol_h5/*.npy.h5)")
     return _table(rows, SYNAPSE_COLS, source=str(root), classes=list(SYNAPSE_CLASSES))
 
+# %% ../../nbs/14_data_seg.ipynb #0cc448bd
 def synapse_slices(df:pd.DataFrame) -> pd.DataFrame:
     "Expand the volume rows of a Synapse table to one row per slice."
     vol = df['slice'].isna()
@@ -491,6 +497,7 @@ def image_tensor(img:np.ndarray,   # H×W×3 uint8
     "An RGB uint8 image as the float tensor hemabook's segmentation models take."
     return torch.from_numpy(_resize(img, sz, False)).permute(2, 0, 1).float()/255
 
+# %% ../../nbs/14_data_seg.ipynb #b5eea0f3
 class SemDataset(torch.utils.data.Dataset):
     "One item per row of a semantic table: `(image 3×H×W float, class map H×W long)`; Synapse rows are grey slices."
     def __init__(self, df:pd.DataFrame,   # Semantic table; `attrs['decoder']` names the mask decoder
@@ -532,6 +539,7 @@ def inst_dls(df:pd.DataFrame,        # Instance table
     "fastai `DataLoaders` of `(images, [masks], [boxes])` batches from an instance table, decoded lazily."
     return _split_dls(lambda d: InstDataset(d, sz), df, bs, valid_pct, seed, num_workers, _inst_collate)
 
+# %% ../../nbs/14_data_seg.ipynb #52f08f06
 def sem_dls(df:pd.DataFrame,         # Semantic table (Synapse volumes expanded with `synapse_slices`)
             bs:int=4,                # Items per batch
             sz:int|None=256,         # Resize images and masks to `sz`×`sz`

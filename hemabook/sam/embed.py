@@ -94,6 +94,7 @@ def _auto_bs(sz, dev):
     if dev.type == 'cpu': return 16 if tokens <= 256 else 1
     return max(1, min(64, 32768//tokens))
 
+# %% ../../nbs/22_sam_embed.ipynb #bc8ddd2e
 class EmbeddingEngine:
     "Batched SAM image-encoder embeddings: fast attention, normalisation on the device, bf16 on CUDA."
     def __init__(self, encoder:ImageEncoderViT,          # SAM's image encoder; switched to `FastAttention` in place
@@ -123,9 +124,11 @@ class EmbeddingEngine:
         self._fwd = torch.compile(encoder_features, dynamic=False) if compile else encoder_features
         self.compiled,self.overlap = compile,self.device.type == 'cuda'
 
-    def __repr__(self):
-        return (f"EmbeddingEngine({self.sz}px on {self.device}, bs={self.bs}, {'bf16' if self.amp else 'fp32'}, "
-                f"{'fast' if self.fast else 'reference'} attention{', compiled' if self.compiled else ''})")
+# %% ../../nbs/22_sam_embed.ipynb #55cdd604
+@patch
+def __repr__(self:EmbeddingEngine):
+    return (f"EmbeddingEngine({self.sz}px on {self.device}, bs={self.bs}, {'bf16' if self.amp else 'fp32'}, "
+            f"{'fast' if self.fast else 'reference'} attention{', compiled' if self.compiled else ''})")
 
 # %% ../../nbs/22_sam_embed.ipynb #389d2fc5
 @patch
@@ -316,14 +319,19 @@ class EmbeddingCache:
     emb   = property(lambda self: self.arrays['emb'])
     pre   = property(lambda self: self.arrays.get('pre'))
     masks = property(lambda self: self.arrays.get('masks'))
-    def tensor(self, i,                 # Index, slice or index array
-               key:str='emb',          # 'emb', 'pre' or 'masks'
-              ) -> torch.Tensor:
-        "A torch copy of item(s) `i` of the array `key` ('emb', 'pre' or 'masks')."
-        return torch.from_numpy(np.array(self.arrays[key][i]))
-    def __repr__(self):
-        arrs = ', '.join(f"{k} {a.dtype} {a.shape[1:]}" for k,a in self.arrays.items())
-        return f"EmbeddingCache({self.path}: {len(self)} images, {arrs})"
+
+# %% ../../nbs/22_sam_embed.ipynb #f99ea1b5
+@patch
+def tensor(self:EmbeddingCache, i, # Index, slice or index array
+           key:str='emb',          # 'emb', 'pre' or 'masks'
+          ) -> torch.Tensor:
+    "A torch copy of item(s) `i` of the array `key` ('emb', 'pre' or 'masks')."
+    return torch.from_numpy(np.array(self.arrays[key][i]))
+
+@patch
+def __repr__(self:EmbeddingCache):
+    arrs = ', '.join(f"{k} {a.dtype} {a.shape[1:]}" for k,a in self.arrays.items())
+    return f"EmbeddingCache({self.path}: {len(self)} images, {arrs})"
 
 # %% ../../nbs/22_sam_embed.ipynb #4743ebf4
 def embed_images(paths:list,                 # Image files (any `load_image` format)

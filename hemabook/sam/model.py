@@ -121,6 +121,7 @@ def build_encoder(arch:str|dict='vit_b', # A name in `SAM_ARCHS` or a config dic
                           global_attn_indexes=tuple(c['global_attn_indexes']))
     return use_fast_attention(enc, fast)
 
+# %% ../../nbs/20_sam_model.ipynb #37ec9979
 def build_sam(arch:str|dict='vit_b',     # A name in `SAM_ARCHS` or a config dict
               sz:int=1024,               # Input side in pixels, a multiple of 16
               n_classes:int=3,           # Mask tokens are `n_classes + 1`; 3 is SAM's own decoder
@@ -156,6 +157,7 @@ def _ckpt_file(path):
     if not path.is_file(): raise CheckpointError(f"{path}: not a file; expected a checkpoint file (a state dict)")
     return path
 
+# %% ../../nbs/20_sam_model.ipynb #09f97a82
 def _md5(path, chunk=1<<24):
     h = hashlib.md5()
     try:
@@ -172,6 +174,7 @@ def _verify_official(path):
             raise CheckpointError(f"{path}: MD5 {got} differs from the official {name} ({md5}); "
                                   "the file is damaged or not the release")
 
+# %% ../../nbs/20_sam_model.ipynb #c841b4b1
 def read_state_dict(path:str|Path) -> dict:
     "A state dict of tensors from `path`, read with `weights_only=True`; `CheckpointError` says what is wrong."
     sd = load_tensors(_ckpt_file(path))
