@@ -22,7 +22,7 @@ from fastai.torch_core import get_model
 from PIL import Image
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-from .core import CheckpointError, ConfigError, DataError, eval_mode, load_image, logger
+from .core import ConfigError, DataError, eval_mode, load_image, logger
 from .data.core import note_dropped
 from .train import hb_learner, load_weights, PreciseBN
 

@@ -4,7 +4,6 @@
 
 # %% ../nbs/23_samed.ipynb #af8e390c
 from __future__ import annotations
-import math
 from functools import partial
 from pathlib import Path
 

@@ -6,7 +6,6 @@
 from __future__ import annotations
 import inspect
 
-from fastcore.docments import docments
 from nbdev.showdoc import BasicMarkdownRenderer
 
 # %% auto #0

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from .core import ConfigError, samples_path
+from .core import ConfigError
 
 # %% auto #0
 __all__ = ['WBC_KINDS', 'DOMAINS', 'ATTRIBUTES', 'ATTRI_CLASSES', 'SYNAPSE_ORGANS', 'synth_wbc', 'Domain', 'apply_domain',

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/12_data_cls.ipynb #a914354b
 from __future__ import annotations
-import csv, inspect, re, shutil, struct, time
+import csv, inspect, re, shutil, struct
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path

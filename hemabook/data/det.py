@@ -4,7 +4,7 @@
 
 # %% ../../nbs/13_data_det.ipynb #ece13a3e
 from __future__ import annotations
-import os, re, shutil, struct
+import os, re, shutil
 import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path

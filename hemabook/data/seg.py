@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from ..core import DataError, ConfigError, IMAGE_EXTS, logger, load_image, load_json, read_image_size, save_json
+from ..core import DataError, ConfigError, IMAGE_EXTS, load_image, load_json, read_image_size, save_json
 from .core import note_dropped, register_format, valid_mask
 
 # %% auto #0

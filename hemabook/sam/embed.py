@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from fastcore.basics import patch
 from PIL import Image
 from torch import nn
@@ -18,7 +17,7 @@ from tqdm.auto import tqdm
 from segment_anything.modeling import ImageEncoderViT
 
 from ..core import ConfigError, DataError, get_device, load_image, load_json, logger, save_json
-from .model import is_fast, resolve_norm, use_fast_attention
+from .model import resolve_norm, use_fast_attention
 
 # %% auto #0
 __all__ = ['encoder_features', 'prepare_image', 'ImageFiles', 'EmbeddingEngine', 'weights_hash', 'EmbeddingCache', 'embed_images']

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from segment_anything.modeling import Sam
 
-from ..core import CheckpointError, ConfigError, logger, short_list
+from ..core import CheckpointError, ConfigError, short_list
 from .model import read_state_dict
 
 # %% auto #0
