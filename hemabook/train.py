@@ -281,12 +281,12 @@ def fit(learn:Learner,        # A learner, usually from `hb_learner`
     if not rl:
         rl = [RunLogger(None)]
         kwargs['cbs'] = L(kwargs.get('cbs')) + rl
+    if start >= n_epoch: logger.info("%s: all %d epochs are done; nothing to train", rd, n_epoch)
     try:
         if start < n_epoch: (learn.fit_one_cycle if one_cycle else learn.fit)(n_epoch, lr, start_epoch=start, **kwargs)
     except KeyboardInterrupt:
         if (run := current_run()) is not None: run.finish('interrupted')
         raise
-    else: logger.info("%s: all %d epochs are done; nothing to train", rd, n_epoch)
     if not rl[0].rows and rl[0].path is not None and rl[0].path.exists(): rl[0].rows = load_json(rl[0].path)
     return dict(rl[0].rows[-1]) if rl[0].rows else {}
 
@@ -333,7 +333,12 @@ class LRFactorScheduler(ParamScheduler):
 
 # %% ../nbs/01_train.ipynb #b4b49544
 class DistributedDL(fdist.DistributedDL):
-    "fastai's `DistributedDL` whose index broadcast works with every backend: gloo on the CPU as well as NCCL."
+    "fastai's `DistributedDL`, fixed: it broadcasts with gloo as well as NCCL, and keeps a torch loader's `collate_fn`."
+    # fastai rebuilds a torch `DataLoader` as its own, with its own collate: detection batches (image, target dicts) broke
+    def __init__(self, dl, rank=None, world_size=None, device=None):
+        collate = dl.collate_fn if type(dl) == torch.utils.data.DataLoader else None
+        super().__init__(dl, rank, world_size, device)
+        if collate is not None and collate is not torch.utils.data.default_collate: self.dl.create_batch = collate
     def _broadcast(self, t, rank):
         "Send the list `t` from rank `rank` to all ranks; returns it, the same everywhere."
         obj = [list(t)]

@@ -1,7 +1,7 @@
 """One process of a tiny 2-process DDP run on the CPU, for tests/test_train_distributed.py.
 
 Run through `hemabook.train.launch` (import `train`) or from a shell:
-`python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_worker.py OUT [fastai]`.
+`python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_worker.py OUT [fastai|attridet]`.
 Each rank writes to OUT: `init{rank}.pth` (its own initial weights), `final{rank}.pth` (its weights after training) and
 `seen{rank}.json` (the sample indices it trained on, one list per epoch); rank 0 also writes the run folder `OUT/run`.
 """
@@ -61,8 +61,27 @@ def train(out, use_fastai=False):
     torch.save(learn.model.state_dict(), out/f'final{rank}.pth')
     (out/f'seen{rank}.json').write_text(json.dumps(cb.seen))
 
+def train_attridet(out):
+    "AttriDet on the bundled LeukemiaAttri sample for one epoch: detection batches (images, target dicts) under DDP."
+    from fastai.torch_core import rank_distrib
+    from hemabook.core import samples_path, set_seed
+    from hemabook.data.det import det_dls, read_leukemiaattri
+    from hemabook.attridet import LA_LABELS, AttriDet, attridet_learner, patient_split
+    from hemabook.train import distrib_ctx, fit
+    out, rank = Path(out), rank_distrib()
+    df = read_leukemiaattri(samples_path()/'leukemiaattri')
+    src = patient_split(df[(df.domain == 'H_100X_C1') & (df.split == 'train')], 0.2)
+    set_seed(100 + rank)               # different initial weights per rank, as in `train`
+    model = AttriDet(len(LA_LABELS), backbone='test_resnet', sz=128)
+    torch.save(model.state_dict(), out/f'init{rank}.pth')
+    learn = attridet_learner(det_dls(src, bs=2, sz=128, vocab=LA_LABELS), model)
+    with distrib_ctx(learn), learn.no_bar(), learn.no_logging(): fit(learn, 1, 3e-3)
+    torch.save(model.state_dict(), out/f'final{rank}.pth')
+
 if __name__ == '__main__':
     os.environ.setdefault('HEMABOOK_DEVICE', 'cpu')
-    train(sys.argv[1], use_fastai=len(sys.argv) > 2 and sys.argv[2] == 'fastai')
+    mode = sys.argv[2] if len(sys.argv) > 2 else ''
+    if mode == 'attridet': train_attridet(sys.argv[1])
+    else: train(sys.argv[1], use_fastai=mode == 'fastai')
     import torch.distributed as dist
     if dist.is_initialized(): dist.destroy_process_group()
