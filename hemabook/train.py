@@ -333,8 +333,8 @@ class LRFactorScheduler(ParamScheduler):
 
 # %% ../nbs/01_train.ipynb #b4b49544
 class DistributedDL(fdist.DistributedDL):
-    "fastai's `DistributedDL`, fixed: it broadcasts with gloo as well as NCCL, and keeps a torch loader's `collate_fn`."
-    # fastai rebuilds a torch `DataLoader` as its own, with its own collate: detection batches (image, target dicts) broke
+    "fastai's `DistributedDL`, fixed to broadcast over gloo too and to keep a torch loader's `collate_fn`."
+    # fastai rebuilds a torch `DataLoader` with its own collate: detection batches (images, target dicts) broke
     def __init__(self, dl, rank=None, world_size=None, device=None):
         collate = dl.collate_fn if type(dl) == torch.utils.data.DataLoader else None
         super().__init__(dl, rank, world_size, device)
