@@ -53,23 +53,23 @@ def test_launch_two_cpu_processes(tmp_path):
     _launch(tmp_path)
     _check_run(tmp_path)
 
-def test_torchrun_two_cpu_processes(tmp_path):
-    "`torchrun --nproc_per_node 2 script.py`, as from a shell."
+def _torchrun(out, *args, timeout=180):
+    "`torchrun --nproc_per_node 2 ddp_worker.py OUT ARGS...` on the CPU, as from a shell; it must succeed."
     env = {**os.environ, 'HEMABOOK_DEVICE': 'cpu', 'OMP_NUM_THREADS': '1'}
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
-           str(HERE/'ddp_worker.py'), str(tmp_path)]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
+           str(HERE/'ddp_worker.py'), str(out), *args]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+
+def test_torchrun_two_cpu_processes(tmp_path):
+    "`torchrun --nproc_per_node 2 script.py`, as from a shell."
+    _torchrun(tmp_path)
     _check_run(tmp_path)
 
 def test_detection_batches_survive_ddp(tmp_path):
     """AttriDet's loaders are torch `DataLoader`s with `det_collate`; fastai's `DistributedDL` rebuilt them with its own
     collate (a `TypeError` in the loss). hemabook's keeps the collate: both ranks train to the same weights."""
-    env = {**os.environ, 'HEMABOOK_DEVICE': 'cpu', 'OMP_NUM_THREADS': '1'}
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
-           str(HERE/'ddp_worker.py'), str(tmp_path), 'attridet']
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    _torchrun(tmp_path, 'attridet', timeout=300)
     init0,init1,fin0,fin1 = [torch.load(tmp_path/f'{f}.pth', weights_only=True) for f in ('init0', 'init1', 'final0', 'final1')]
     assert any(not torch.equal(init0[k], init1[k]) for k in init0 if init0[k].is_floating_point())
     for k in fin0: assert torch.equal(fin0[k], fin1[k]), f"rank 0 and rank 1 differ in {k}"
