@@ -4,20 +4,24 @@
 
 # %% ../../nbs/22_sam_embed.ipynb #6ba3aadf
 from __future__ import annotations
-import hashlib, os
+import copy, hashlib, os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from fastcore.basics import patch
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from torchvision.io import ImageReadMode, decode_jpeg
 from tqdm.auto import tqdm
 from segment_anything.modeling import ImageEncoderViT
 
 from ..core import ConfigError, DataError, get_device, load_image, load_json, logger, save_json
-from .model import resolve_norm, use_fast_attention
+from .model import attention_form, resolve_norm, use_fast_attention
 
 # %% auto #0
 __all__ = ['encoder_features', 'prepare_image', 'ImageFiles', 'EmbeddingEngine', 'weights_hash', 'EmbeddingCache', 'embed_images']
@@ -56,10 +60,12 @@ def prepare_image(img:np.ndarray,        # H×W×3 uint8 RGB
     return out,(nh, nw)
 
 # %% ../../nbs/22_sam_embed.ipynb #29ff2deb
+_JPEG = ('.jpg', '.jpeg')
+
 def _read(path, draft_sz=None):
     "H×W×3 uint8 of `path` (`load_image`); a JPEG decoded at reduced scale when `draft_sz`."
     p = Path(path)
-    if draft_sz and p.suffix.lower() in ('.jpg', '.jpeg') and p.is_file() and p.stat().st_size:
+    if draft_sz and p.suffix.lower() in _JPEG and p.is_file() and p.stat().st_size:
         try:
             with Image.open(p) as im:
                 im.draft('RGB', (draft_sz, draft_sz))
@@ -74,11 +80,16 @@ class ImageFiles(Dataset):
                  sz:int,                    # The encoder's input side S
                  resize:str='square',       # 'square' or 'longest' (see `prepare_image`)
                  draft:bool=False,          # Decode large JPEGs at reduced scale
-                 errors:str='raise'):       # 'raise': `DataError`; 'skip': a blank image and the error message
+                 errors:str='raise',        # 'raise': `DataError`; 'skip': a blank image and the error message
+                 raw:bool=False):           # JPEG files as their bytes (1-D uint8), to decode on the device
         if errors not in ('raise', 'skip'): raise ConfigError(f"errors={errors!r}: expected 'raise' or 'skip'")
         self.paths,self.sz,self.resize,self.draft,self.errors = [str(p) for p in paths],sz,resize,draft,errors
+        self.raw = raw
     def __len__(self): return len(self.paths)
     def __getitem__(self, i):
+        p = Path(self.paths[i])
+        if self.raw and p.suffix.lower() in _JPEG and p.is_file():
+            return torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8),torch.zeros(2, dtype=torch.long),''
         try: img = _read(self.paths[i], self.sz if self.draft else None)
         except DataError as e:
             if self.errors == 'raise': raise
@@ -94,6 +105,8 @@ def _auto_bs(sz, dev):
     return max(1, min(64, 32768//tokens))
 
 # %% ../../nbs/22_sam_embed.ipynb #bc8ddd2e
+_PRECISIONS,_DECODE = ('fp32', 'amp', 'bf16'),('workers', 'device')
+
 class EmbeddingEngine:
     "Batched SAM image-encoder embeddings: fast attention, normalisation on the device, bf16 on CUDA."
     def __init__(self, encoder:ImageEncoderViT,          # SAM's image encoder; switched to `FastAttention` in place
@@ -101,33 +114,43 @@ class EmbeddingEngine:
                  bs:int|None=None,                       # Images per batch; None: by input size and device (see below)
                  norm:str|tuple='sam',                   # A name in `NORMS` or `(mean, std)` on the 0–255 scale
                  resize:str='square',                    # 'square' or 'longest' (see `prepare_image`)
-                 amp:bool|None=None,                     # bf16 autocast; None: on CUDA only
+                 precision:str|None=None,                # 'fp32', 'amp' or 'bf16' (see below); None: 'bf16' on CUDA
                  fast:bool=True,                         # Use `FastAttention`
                  compile:bool=False,                     # `torch.compile` the encoder
                  num_workers:int|None=None,              # Decoding workers; None: 1 on CPU, cores−1 (≤ 16) on CUDA
-                 draft:bool=False):                      # Decode large JPEGs at reduced scale (see `ImageFiles`)
+                 draft:bool=False,                       # Decode large JPEGs at reduced scale (see `ImageFiles`)
+                 decode:str|None=None):                  # 'workers' (PIL) or 'device' (JPEGs); None: see below
         if resize not in _RESIZE: raise ConfigError(f"resize={resize!r}: expected one of {', '.join(_RESIZE)}")
         self.device = get_device(device)
         if bs is None: bs = _auto_bs(encoder.img_size, self.device)
         if bs < 1: raise ConfigError(f"bs={bs}: expected at least 1 image per batch")
-        self.encoder = use_fast_attention(encoder, fast).eval().to(self.device)
+        if precision is None: precision = 'bf16' if self.device.type == 'cuda' else 'fp32'
+        if precision not in _PRECISIONS:
+            raise ConfigError(f"precision={precision!r}: expected one of {', '.join(_PRECISIONS)}")
+        self.source,self.precision = encoder,precision         # the weights the cache's fingerprint is taken from
+        encoder = use_fast_attention(encoder, fast).eval().to(self.device)
+        if precision == 'bf16': encoder = copy.deepcopy(encoder).to(torch.bfloat16)
+        self.encoder = encoder
         if self.device.type == 'cuda': self.encoder.to(memory_format=torch.channels_last)
         mean,std = resolve_norm(norm)
         self.mean,self.std = (torch.tensor(v, device=self.device).view(1, 3, 1, 1) for v in (mean, std))
         self.norm,self.bs,self.resize,self.fast,self.draft = (mean, std),bs,resize,fast,draft
         self.sz = encoder.img_size
-        self.amp = self.device.type == 'cuda' if amp is None else amp
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
         if num_workers is None: num_workers = min(16, cpus - 1) if self.device.type == 'cuda' else min(1, cpus - 1)
         self.num_workers = num_workers
         self._fwd = torch.compile(encoder_features, dynamic=False) if compile else encoder_features
         self.compiled,self.overlap = compile,self.device.type == 'cuda'
+        if decode is None: decode = 'device' if self.device.type == 'cuda' and self.sz >= 512 else 'workers'
+        if decode not in _DECODE: raise ConfigError(f"decode={decode!r}: expected one of {', '.join(_DECODE)}")
+        self.decode = decode
 
 # %% ../../nbs/22_sam_embed.ipynb #55cdd604
 @patch
 def __repr__(self:EmbeddingEngine):
-    return (f"EmbeddingEngine({self.sz}px on {self.device}, bs={self.bs}, {'bf16' if self.amp else 'fp32'}, "
-            f"{'fast' if self.fast else 'reference'} attention{', compiled' if self.compiled else ''})")
+    return (f"EmbeddingEngine({self.sz}px on {self.device}, bs={self.bs}, {self.precision}, "
+            f"{attention_form(self.encoder)} attention{', compiled' if self.compiled else ''}"
+            f"{', decoding on the device' if self.decode == 'device' else ''})")
 
 # %% ../../nbs/22_sam_embed.ipynb #389d2fc5
 @patch
@@ -150,10 +173,50 @@ def _encode(self:EmbeddingEngine, x, hw, pre_neck, dtype):
         x = x*((r[None, :, None] < hw[:, 0, None, None]) & (r[None, None, :] < hw[:, 1, None, None]))[:, None]
     if dev.type == 'cuda': x = x.contiguous(memory_format=torch.channels_last)
     if self.compiled and n < self.bs: x = torch.cat([x, x[-1:].expand(self.bs - n, -1, -1, -1)])
-    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.amp):
+    if self.precision == 'bf16': x = x.to(torch.bfloat16)
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.precision == 'amp'):
         out = self._fwd(self.encoder, x, pre_neck=pre_neck)
     emb,pre = out if pre_neck else (out, None)
     return emb[:n].to(dtype),(pre[:n].to(dtype) if pre_neck else None)
+
+# %% ../../nbs/22_sam_embed.ipynb #45368e84
+def _fit(img:torch.Tensor, sz:int, resize:str) -> tuple[torch.Tensor, tuple[int, int]]:
+    "`prepare_image` on the device: a 3×H×W uint8 tensor resized (bilinear, antialiased) and zero-padded to sz×sz."
+    h,w = img.shape[-2:]
+    if resize == 'square': nh,nw = sz,sz
+    else: s = sz/max(h, w); nh,nw = int(h*s + .5),int(w*s + .5)
+    if (nh, nw) != (h, w):
+        img = F.interpolate(img[None].float(), size=(nh, nw), mode='bilinear', align_corners=False, antialias=True)
+        img = img[0].round_().clamp_(0, 255).to(torch.uint8)
+    if (nh, nw) != (sz, sz): img = F.pad(img, (0, sz - nw, 0, sz - nh))
+    return img,(nh, nw)
+
+@patch
+def _decode_one(self:EmbeddingEngine, data, path, errors):
+    "One JPEG on the device, else with PIL: `(3×S×S uint8, (h, w), error message)`."
+    try: return *_fit(decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device), self.sz, self.resize),''
+    except RuntimeError: pass
+    try: x,hw = prepare_image(_read(path), self.sz, self.resize)
+    except DataError as e:
+        if errors == 'raise': raise
+        return torch.zeros(3, self.sz, self.sz, dtype=torch.uint8, device=self.device),(0, 0),str(e)
+    return torch.from_numpy(x).permute(2, 0, 1).to(self.device),hw,''
+
+@patch
+def load(self:EmbeddingEngine,
+         items:tuple,         # (data, hw, errors) of a batch of `ImageFiles(raw=True)` items, as lists
+         paths:list,          # The batch's files, for error messages and the PIL fallback
+         errors:str='raise',  # 'raise': `DataError` on an unreadable image; 'skip': a blank image and the message
+        ) -> tuple[torch.Tensor, torch.Tensor, list]: # (B×3×S×S uint8 on the device, B×2 (h, w), error messages)
+    "Decode and resize a batch of raw JPEGs on the device; images PIL already prepared are moved there."
+    xs,hws,errs = list(items[0]),[tuple(h.tolist()) for h in items[1]],list(items[2])
+    jpeg = [i for i,x in enumerate(xs) if x.ndim == 1]
+    try: imgs = decode_jpeg([xs[i] for i in jpeg], mode=ImageReadMode.RGB, device=self.device) if jpeg else []
+    except RuntimeError: imgs = None                                  # one of them is bad: try each alone
+    for k,i in enumerate(jpeg):
+        if imgs is not None: xs[i],hws[i] = _fit(imgs[k], self.sz, self.resize)
+        else: xs[i],hws[i],errs[i] = self._decode_one(xs[i], paths[i], errors)
+    return torch.stack([x.to(self.device, non_blocking=True) for x in xs]),torch.tensor(hws),errs
 
 # %% ../../nbs/22_sam_embed.ipynb #750028be
 @patch
@@ -187,9 +250,9 @@ def config(self:EmbeddingEngine) -> dict:
     e = self.encoder
     return dict(encoder=dict(embed_dim=e.patch_embed.proj.out_channels, depth=len(e.blocks),
                              heads=e.blocks[0].attn.num_heads, windows=[b.window_size for b in e.blocks],
-                             out_chans=e.neck[0].out_channels, weights=weights_hash(e)),
+                             out_chans=e.neck[0].out_channels, weights=weights_hash(self.source)),
                 image_size=self.sz, norm=dict(mean=list(self.norm[0]), std=list(self.norm[1])), resize=self.resize,
-                precision='bf16' if self.amp else 'fp32', draft=self.draft)
+                precision=self.precision, draft=self.draft, **({'decode': 'device'} if self.decode == 'device' else {}))
 
 # %% ../../nbs/22_sam_embed.ipynb #c66ffb45
 def _diff(a, b, pre=''):
@@ -272,25 +335,37 @@ def _start(d, paths, cfg, shapes, dtype, overwrite):
     return idx,prog
 
 # %% ../../nbs/22_sam_embed.ipynb #d74ac8d8
+def _lists(batch): return tuple(list(t) for t in zip(*batch))    # collate for raw items: no stacking
+
 def _run(engine, d, idx, prog, pre_neck, masks, dtype, errors, verbose, on_batch):
-    "Encode the images of the cache at `d` not done yet, storing batch by batch."
+    "Encode the images of the cache at `d` not done yet; a writer thread stores each batch, in order."
     paths,done,failed = idx['paths'],prog['done'],prog['failed']
-    dl = DataLoader(ImageFiles(paths[done:], engine.sz, engine.resize, engine.draft, errors), batch_size=engine.bs,
-                    num_workers=engine.num_workers, pin_memory=engine.device.type == 'cuda')
-    it,pending,lag = iter(dl),[],int(engine.overlap)   # overlap: store batch k after batch k+1 is handed to the GPU
+    todo,raw = paths[done:],engine.decode == 'device'
+    dl = DataLoader(ImageFiles(todo, engine.sz, engine.resize, engine.draft, errors, raw=raw), batch_size=engine.bs,
+                    num_workers=engine.num_workers, pin_memory=engine.device.type == 'cuda' and not raw,
+                    collate_fn=_lists if raw else None)
+    it,pending,start,broken = iter(dl),deque(),done,[]
+    lag = 2 if engine.overlap else 0     # overlap: batch k is stored while k+1 and k+2 are decoded and encoded
+    def store(start, host, errs):
+        if broken: return start          # an earlier batch failed to store: write nothing after it
+        try: return _flush(d, idx, start, host, errs, failed)
+        except BaseException as e: broken.append(e); raise
     try:
-        with tqdm(total=len(paths), initial=done, disable=not verbose, desc='embedding', unit='img') as pbar:
-            def flush():
+        with (ThreadPoolExecutor(1, thread_name_prefix='cache-writer') as writer,
+              tqdm(total=len(paths), initial=done, disable=not verbose, desc='embedding', unit='img') as pbar):
+            def finish():
                 nonlocal done
-                done = _flush(d, idx, done, *pending.pop(0), failed); pbar.update(done - pbar.n)
+                done = pending.popleft().result(); pbar.update(done - pbar.n)
                 if on_batch is not None: on_batch(done, len(paths))
             for x,hw,errs in it:
+                k = start - prog['done']
+                if raw: x,hw,errs = engine.load((x, hw, errs), todo[k:k + len(errs)], errors)
                 emb,pre = engine.encode(x, hw, pre_neck, getattr(torch, dtype))
                 res = dict(emb=emb, **(dict(pre=pre) if pre_neck else {}))
                 if masks is not None: res['masks'] = masks(emb, x.to(engine.device))
-                pending.append((_to_host(res), errs))
-                while len(pending) > lag: flush()
-            while pending: flush()
+                pending.append(writer.submit(store, start, _to_host(res), errs)); start += len(errs)
+                while len(pending) > lag: finish()
+            while pending: finish()
     finally:   # stop the workers now, not whenever an exception's reference cycle is collected (maybe in a fork)
         if hasattr(it, '_shutdown_workers'): it._shutdown_workers()
     return failed

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/20_sam_model.ipynb #ce6b5439
 from __future__ import annotations
-import hashlib, re
+import hashlib, re, warnings
 from functools import partial
 from pathlib import Path
 
@@ -14,13 +14,15 @@ import torch.nn.functional as F
 from torch import nn
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 from segment_anything.modeling.image_encoder import Attention, get_rel_pos
+from torch.nn.attention.flex_attention import flex_attention
 
 from ..core import CheckpointError, ConfigError, load_tensors, logger, short_list
 
 # %% auto #0
-__all__ = ['SAM_ARCHS', 'SAM_CHECKPOINTS', 'NORMS', 'sam_config', 'resolve_norm', 'norm_stats', 'rel_pos_bias', 'FastAttention',
-           'use_fast_attention', 'is_fast', 'build_encoder', 'build_sam', 'read_state_dict', 'adapt_state_dict',
-           'load_sam_checkpoint', 'save_sam_checkpoint']
+__all__ = ['SAM_ARCHS', 'SAM_CHECKPOINTS', 'NORMS', 'ATTENTION_FORMS', 'AUTO_ATTENTION', 'sam_config', 'resolve_norm',
+           'norm_stats', 'rel_pos_bias', 'fold_rel_pos', 'auto_form', 'FastAttention', 'set_attention',
+           'use_fast_attention', 'is_fast', 'attention_form', 'build_encoder', 'build_sam', 'read_state_dict',
+           'adapt_state_dict', 'load_sam_checkpoint', 'save_sam_checkpoint']
 
 # %% ../../nbs/20_sam_model.ipynb #6a15a665
 _SAM_COMMON = dict(window_size=14, prompt_dim=256, decoder_heads=8, decoder_mlp=2048, iou_hidden=256)
@@ -70,34 +72,107 @@ def norm_stats(imgs) -> tuple[tuple, tuple]:
     return tuple(np.mean(ms, 0).round(4).tolist()), tuple(np.mean(ss, 0).round(4).tolist())
 
 # %% ../../nbs/20_sam_model.ipynb #81b22123
+def _rel_terms(q, rel_pos_h, rel_pos_w, hw):
+    "rel_h, rel_w of SAM's bias for queries `q` (B×heads×N×C): B×heads×N×H and B×heads×N×W."
+    H,W = hw
+    Rh,Rw = get_rel_pos(H, H, rel_pos_h).to(q.dtype),get_rel_pos(W, W, rel_pos_w).to(q.dtype)
+    r_q = q.unflatten(2, (H, W))                                # B×heads×H×W×C, a view
+    return (torch.einsum('bnhwc,hkc->bnhwk', r_q, Rh).flatten(2, 3),
+            torch.einsum('bnhwc,wkc->bnhwk', r_q, Rw).flatten(2, 3))
+
 def rel_pos_bias(q:torch.Tensor,          # Queries, B×heads×(H·W)×C
                  rel_pos_h:torch.Tensor,  # SAM's height table, (2H'−1)×C; resized linearly when H' ≠ H
                  rel_pos_w:torch.Tensor,  # SAM's width table, (2W'−1)×C
                  hw:tuple[int, int],      # The token grid (H, W)
                 ) -> torch.Tensor:        # B×heads×(H·W)×(H·W) additive attention bias
     "SAM's decomposed relative-position bias (`rel_h + rel_w` of `add_decomposed_rel_pos`) as an attention mask."
+    rel_h,rel_w = _rel_terms(q, rel_pos_h, rel_pos_w, hw)
+    return (rel_h[..., :, None] + rel_w[..., None, :]).flatten(-2)
+
+# %% ../../nbs/20_sam_model.ipynb #e98c688e
+def fold_rel_pos(q:torch.Tensor,          # Queries, B×heads×(H·W)×C
+                 k:torch.Tensor,          # Keys, same shape
+                 rel_pos_h:torch.Tensor,  # SAM's height table, (2H'−1)×C; resized linearly when H' ≠ H
+                 rel_pos_w:torch.Tensor,  # SAM's width table, (2W'−1)×C
+                 hw:tuple[int, int],      # The token grid (H, W)
+                 scale:float,             # The attention's softmax scale
+                 multiple:int=8,          # Pad the widened head to a multiple of this (kernels want 8)
+                ) -> tuple[torch.Tensor, torch.Tensor]: # q', k': B×heads×(H·W)×D, D = C + H + W rounded up
+    "`(q', k')` with `q'·k'` = `scale·q·k` + SAM's decomposed relative-position bias, for SDPA with no mask."
     H,W = hw
-    Rh,Rw = get_rel_pos(H, H, rel_pos_h).to(q.dtype),get_rel_pos(W, W, rel_pos_w).to(q.dtype)
-    r_q = q.unflatten(2, (H, W))                                # B×heads×H×W×C, a view
-    rel_h = torch.einsum('bnhwc,hkc->bnhwk', r_q, Rh)
-    rel_w = torch.einsum('bnhwc,wkc->bnhwk', r_q, Rw)
-    return (rel_h[..., :, None] + rel_w[..., None, :]).flatten(-2).flatten(2, 3)
+    B,nh,N,C = q.shape
+    rel_h,rel_w = _rel_terms(q, rel_pos_h, rel_pos_w, hw)     # B×heads×N×H, B×heads×N×W
+    pad = -(C + H + W) % multiple
+    j = torch.arange(N, device=q.device)                         # key j sits at row j // W, column j % W
+    onehot = torch.cat([F.one_hot(j//W, H), F.one_hot(j % W, W)], -1).to(q.dtype)
+    qf = F.pad(torch.cat([q*scale, rel_h, rel_w], -1), (0, pad))
+    kf = F.pad(torch.cat([k, onehot.expand(B, nh, N, H + W)], -1), (0, pad))
+    return qf,kf
 
 # %% ../../nbs/20_sam_model.ipynb #96f449ec
+ATTENTION_FORMS = ('auto', 'folded', 'folded_slim', 'flex', 'mask')
+# What 'auto' computes, per device type: the first (most tokens, form) that fits the block's grid. Measured (see the
+# table below): on CUDA the dense mask wins on small grids (14×14 windows, 224-px global blocks), folded q·k on the
+# rest; on the CPU folded q·k with v padded wins throughout.
+AUTO_ATTENTION = dict(cpu=((None, 'folded'),), cuda=((256, 'mask'), (None, 'folded_slim')))
+
+def auto_form(device_type:str, n_tokens:int) -> str:
+    "The form `'auto'` takes on `device_type` for a block of `n_tokens` tokens."
+    for most,form in AUTO_ATTENTION.get(device_type, AUTO_ATTENTION['cpu']):
+        if most is None or n_tokens <= most: return form
+
+_FLEX = {}
+
+def _eager_flex(*args, **kwargs):
+    with warnings.catch_warnings():       # unfused, and says so: fine for checking results on the CPU
+        warnings.filterwarnings('ignore', message='flex_attention called without torch.compile')
+        return flex_attention(*args, **kwargs)
+
+def _flex(device_type):
+    "FlexAttention, compiled once per process on CUDA (eager elsewhere: forward only, for checks)."
+    if device_type != 'cuda': return _eager_flex
+    if 'cuda' not in _FLEX: _FLEX['cuda'] = torch.compile(flex_attention, dynamic=False)
+    return _FLEX['cuda']
+
+def _flex_rel_pos(q, k, v, rel_pos_h, rel_pos_w, hw, scale):
+    W,(rel_h,rel_w) = hw[1],_rel_terms(q, rel_pos_h, rel_pos_w, hw)
+    def add_bias(s, b, h, i, j): return s + rel_h[b, h, i, j // W] + rel_w[b, h, i, j % W]
+    return _flex(q.device.type)(q, k, v, score_mod=add_bias, scale=scale)
+
+# %% ../../nbs/20_sam_model.ipynb #873b2414
 class FastAttention(Attention):
-    "SAM's encoder `Attention`, same parameters and state dict, computed with `F.scaled_dot_product_attention`."
+    "SAM's encoder `Attention`, same parameters and state dict, computed by a fused kernel in one of `ATTENTION_FORMS`."
+    form = 'auto'
     def forward(self, x:torch.Tensor) -> torch.Tensor:
         B,H,W,_ = x.shape
         q,k,v = self.qkv(x).reshape(B, H*W, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-        bias = rel_pos_bias(q, self.rel_pos_h, self.rel_pos_w, (H, W)) if self.use_rel_pos else None
-        if bias is not None: bias = bias.to(q.dtype)
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+        form = auto_form(x.device.type, H*W) if self.form == 'auto' else self.form
+        if not self.use_rel_pos: x = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        elif form == 'mask':
+            bias = rel_pos_bias(q, self.rel_pos_h, self.rel_pos_w, (H, W)).to(q.dtype)
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+        elif form == 'flex': x = _flex_rel_pos(q, k, v, self.rel_pos_h, self.rel_pos_w, (H, W), self.scale)
+        else:
+            C = q.shape[-1]
+            q,k = fold_rel_pos(q, k, self.rel_pos_h, self.rel_pos_w, (H, W), self.scale)
+            if form == 'folded': v = F.pad(v, (0, q.shape[-1] - C))     # flash wants v as wide as q and k
+            x = F.scaled_dot_product_attention(q, k, v, scale=1.)[..., :C]
         return self.proj(x.transpose(1, 2).reshape(B, H, W, -1))
+
+# %% ../../nbs/20_sam_model.ipynb #d6d4d4d9
+def set_attention(model:nn.Module,  # An `ImageEncoderViT`, a `Sam`, or any module holding SAM encoder `Attention`s
+                  form:str='auto',  # One of `ATTENTION_FORMS`; 'auto': the fastest measured on the input's device
+                 ) -> nn.Module:    # `model`, changed in place
+    "Make every SAM encoder attention in `model` a `FastAttention` computed in `form`, in place."
+    if form not in ATTENTION_FORMS: raise ConfigError(f"form={form!r}: expected one of {', '.join(ATTENTION_FORMS)}")
+    for m in model.modules():
+        if type(m) in (Attention, FastAttention): m.__class__,m.form = FastAttention,form
+    return model
 
 def use_fast_attention(model:nn.Module,  # An `ImageEncoderViT`, a `Sam`, or any module holding SAM encoder `Attention`s
                        fast:bool=True,   # False: switch back to `segment_anything`'s reference `Attention`
                       ) -> nn.Module:    # `model`, changed in place
-    "Switch every SAM encoder `Attention` in `model` to `FastAttention` (or back with `fast=False`), in place."
+    "Switch every SAM encoder `Attention` in `model` to `FastAttention` (its form kept), or back with `fast=False`."
     for m in model.modules():
         if type(m) in (Attention, FastAttention): m.__class__ = FastAttention if fast else Attention
     return model
@@ -107,10 +182,15 @@ def is_fast(model:nn.Module) -> bool:
     att = [m for m in model.modules() if isinstance(m, Attention)]
     return bool(att) and all(type(m) is FastAttention for m in att)
 
+def attention_form(model:nn.Module) -> str:
+    "The attention `model`'s encoder computes: 'reference', a form of `ATTENTION_FORMS`, or 'mixed'."
+    forms = {m.form if type(m) is FastAttention else 'reference' for m in model.modules() if isinstance(m, Attention)}
+    return forms.pop() if len(forms) == 1 else 'mixed' if forms else 'none'
+
 # %% ../../nbs/20_sam_model.ipynb #f7ba4db4
 def build_encoder(arch:str|dict='vit_b', # A name in `SAM_ARCHS` or a config dict
                   sz:int=1024,           # Input side in pixels, a multiple of 16
-                  fast:bool=True,        # `FastAttention`; False: `segment_anything`'s reference attention
+                  attention:str='auto',  # A form in `ATTENTION_FORMS`, or 'reference' for `segment_anything`'s code
                  ) -> ImageEncoderViT:
     "SAM's ViT image encoder of `arch` for `sz`×`sz` inputs, randomly initialised."
     c = sam_config(arch)
@@ -119,7 +199,7 @@ def build_encoder(arch:str|dict='vit_b', # A name in `SAM_ARCHS` or a config dic
                           num_heads=c['num_heads'], mlp_ratio=4, out_chans=c['prompt_dim'], qkv_bias=True,
                           norm_layer=partial(nn.LayerNorm, eps=1e-6), use_rel_pos=True, window_size=c['window_size'],
                           global_attn_indexes=tuple(c['global_attn_indexes']))
-    return use_fast_attention(enc, fast)
+    return use_fast_attention(enc, False) if attention == 'reference' else set_attention(enc, attention)
 
 # %% ../../nbs/20_sam_model.ipynb #37ec9979
 def build_sam(arch:str|dict='vit_b',     # A name in `SAM_ARCHS` or a config dict
@@ -127,14 +207,14 @@ def build_sam(arch:str|dict='vit_b',     # A name in `SAM_ARCHS` or a config dic
               n_classes:int=3,           # Mask tokens are `n_classes + 1`; 3 is SAM's own decoder
               norm:str|tuple='sam',      # Input normalisation: a name in `NORMS` or `(mean, std)` on the 0–255 scale
               checkpoint:str|Path|None=None, # An official-layout state dict to load (see `load_sam_checkpoint`)
-              fast:bool=True,            # The encoder's attention: `FastAttention`; False: SAM's reference code
+              attention:str='auto',      # The encoder's: a form in `ATTENTION_FORMS`, or 'reference' (SAM's code)
              ) -> Sam:
     "A `segment_anything` `Sam` of `arch` for `sz`×`sz` inputs, randomly initialised or loaded from `checkpoint`."
     c,(mean,std) = sam_config(arch),resolve_norm(norm)
     if checkpoint is not None: _ckpt_file(checkpoint)   # a missing file fails before a large model is built
     if n_classes < 1: raise ConfigError(f"n_classes={n_classes}: expected at least 1")
     d,g = c['prompt_dim'],sz//16
-    sam = Sam(image_encoder=build_encoder(arch, sz, fast),
+    sam = Sam(image_encoder=build_encoder(arch, sz, attention),
               prompt_encoder=PromptEncoder(embed_dim=d, image_embedding_size=(g, g),
                                            input_image_size=(sz, sz), mask_in_chans=16),
               mask_decoder=MaskDecoder(num_multimask_outputs=n_classes, transformer_dim=d, iou_head_depth=3,
