@@ -17,18 +17,19 @@ The paths alternate for `--rounds` rounds (which goes first alternates too), so 
 alike; the table shows medians and the JSON every round. Warm-up (and compilation) is not timed. `rel_err` compares
 hemabook's cached embeddings with the seed path's: the float16 cache (and bf16 on CUDA) is all that separates them.
 """
-import argparse, copy, json, os, platform, resource, shutil, statistics, sys, tempfile, time
-from datetime import datetime, timezone
+import argparse, copy, json, resource, shutil, statistics, sys, tempfile, time
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader
 
 from hemabook.core import get_device, set_seed
-from hemabook.sam.embed import EmbeddingEngine, embed_images
-from hemabook.sam.model import build_encoder, resolve_norm, use_fast_attention
+from hemabook.sam.embed import EmbeddingEngine, ImageFiles, _lists, embed_images
+from hemabook.sam.model import build_encoder, resolve_norm, set_attention, use_fast_attention
 from hemabook.synthetic import synth_smear
+from machine import machine
 
 def write_jpegs(d, n, sz, seed=0):
     "`n` different sz×sz smear JPEGs: 4 synthetic fields, rolled, flipped and re-noised."
@@ -65,14 +66,6 @@ def timed(f, dev):
     if dev.type == 'cuda': torch.cuda.synchronize()
     return time.perf_counter() - t, r
 
-def machine(dev):
-    info = Path('/proc/cpuinfo').read_text().splitlines() if Path('/proc/cpuinfo').exists() else []
-    cpu = next((l.split(':', 1)[1].strip() for l in info if l.startswith('model name')), platform.processor())
-    return dict(cpu=cpu, cores=len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count(),
-                torch=torch.__version__, threads=torch.get_num_threads(), device=str(dev),
-                gpu=torch.cuda.get_device_name(dev) if dev.type == 'cuda' else None, python=platform.python_version(),
-                date=datetime.now(timezone.utc).isoformat(timespec='seconds'))
-
 def per_size(v, sizes, name):
     if len(v) == 1: return v*len(sizes)
     if len(v) != len(sizes): sys.exit(f"--{name}: give one value or one per size ({len(sizes)})")
@@ -82,8 +75,9 @@ def bench_size(args, sz, n, bs, paths, dev, tmp):
     set_seed(0)
     enc = build_encoder(args.arch, sz).eval().to(dev)
     mean,std = resolve_norm('sam')
-    eng = EmbeddingEngine(copy.deepcopy(enc), dev, bs=bs, compile=args.compile, num_workers=args.workers,
-                          draft=args.draft)
+    eng = EmbeddingEngine(set_attention(copy.deepcopy(enc), args.attention), dev, bs=bs, compile=args.compile,
+                          num_workers=args.workers, draft=args.draft, precision=args.precision,
+                          decode=args.decode)
     bs = eng.bs
     warm = lambda: (seed_path(enc, paths[:1], sz, mean, std, dev), hemabook_path(eng, paths[:bs], tmp/'warm'))
     t_warm,_ = timed(warm, dev)                                  # not timed: first calls, compilation
@@ -99,9 +93,25 @@ def bench_size(args, sz, n, bs, paths, dev, tmp):
                seed_runs=seed_s, hemabook_runs=hb_s, warmup_s=t_warm, engine=repr(eng),
                rel_err=float(np.linalg.norm(emb - ref)/np.linalg.norm(ref)))
     res['ratio'] = res['hemabook_img_s']/res['seed_img_s']
+    if args.stages: res['stages'] = stages(eng, paths[:n], dev); print(f"  {sz} px stages: {res['stages']}", flush=True)
     del enc, eng
     if dev.type == 'cuda': torch.cuda.empty_cache()
     return res
+
+def stages(eng, paths, dev):
+    "Images/s of the pipeline's parts alone: reading and decoding (workers, or workers + the device), and encoding."
+    raw = eng.decode == 'device'
+    dl = DataLoader(ImageFiles(paths, eng.sz, eng.resize, eng.draft, raw=raw), batch_size=eng.bs,
+                    num_workers=eng.num_workers, pin_memory=dev.type == 'cuda' and not raw,
+                    collate_fn=_lists if raw else None)
+    def read(): return [eng.load(b, paths[i*eng.bs:(i + 1)*eng.bs])[0] if raw else b[0] for i,b in enumerate(dl)]
+    t,batches = timed(read, dev)
+    out = dict(decode_img_s=len(paths)/t)
+    def encode():
+        for x in batches: eng.encode(x)[0].to(torch.float16).cpu()
+    encode(); t,_ = timed(encode, dev)
+    out['encode_img_s'] = len(paths)/t
+    return out
 
 def table(results, m):
     rng = lambda v: f"{statistics.median(v):.2f} ({min(v):.2f}–{max(v):.2f})"
@@ -121,9 +131,13 @@ def main():
                    help="hemabook's batch size (one, or one per size); default: the engine's choice")
     p.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda', ...")
     p.add_argument('--compile', action='store_true', help='torch.compile the encoder on the hemabook path')
+    p.add_argument('--attention', default='auto', help="hemabook's attention form (hemabook.sam.model.ATTENTION_FORMS)")
+    p.add_argument('--precision', default=None, help="hemabook's precision: fp32, amp or bf16 (default: the engine's)")
     p.add_argument('--workers', type=int, default=None, help='DataLoader workers (default: the engine\'s choice)')
     p.add_argument('--draft', action='store_true', help='decode JPEGs at reduced scale on the hemabook path')
     p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads for both paths')
+    p.add_argument('--decode', default=None, help="hemabook's JPEG decoding: workers or device (default: the engine's)")
+    p.add_argument('--stages', action='store_true', help="also time decoding and encoding alone (hemabook's path)")
     p.add_argument('--rounds', type=int, default=2, help='alternating rounds of the two paths; medians are reported')
     p.add_argument('--src-size', type=int, default=512, help='side of the JPEGs written as input')
     p.add_argument('--out', default='results.json', help='JSON file for the results')
