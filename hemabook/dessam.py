@@ -163,6 +163,9 @@ class DesSAM(nn.Module):
         self.prompt_token = nn.Embedding(1, self.prompt_encoder.embed_dim)
         if frozen:
             for m in (self.backbone.encoder, self.prompt_encoder, self.decoder): m.requires_grad_(False)
+        pe = self.prompt_encoder     # what the box-prompted decode never reads stays frozen: DDP needs every trainable
+        unused = (*pe.point_embeddings[:2], pe.not_a_point_embed, pe.mask_downscaling, self.decoder.iou_prediction_head)
+        for m in unused: m.requires_grad_(False)   # parameter in the loss (points' and mask prompts' weights, IoU head)
         bad = set(weights or {}) - set(DESSAM_WEIGHTS)
         if bad: raise ConfigError(f"weights: unknown terms {sorted(bad)}; expected some of {list(DESSAM_WEIGHTS)}")
         self.weights = {**DESSAM_WEIGHTS, **(weights or {})}
@@ -225,7 +228,10 @@ def mask_losses(self:DesSAM, images:torch.Tensor,  # B×3×sz×sz in [0, 1]
     keep = [i for i,(b,_) in enumerate(rois) if len(b)]
     names = ([k for k in ('pairwise', 'levelset', 'projection') if w[k]]
              + (['distill_bce', 'distill_dice'] if w['distill_bce'] or w['distill_dice'] else []))
-    if not keep: return {k: emb.sum()*0 for k in names}
+    if not keep:       # zero terms that still reach the mask branch's weights: DDP needs them in every step's graph
+        zero = sum(p.sum() for p in (self.prompt_token.weight, *self.prompt_encoder.parameters(),
+                                     *self.decoder.parameters()) if p.requires_grad)*0
+        return {k: emb.sum()*0 + zero for k in names}
     S = torch.cat([self.decode(emb[i:i+1], rois[i][0]) for i in keep])
     idx = torch.cat([torch.full((len(rois[i][0]), 1), float(i), device=emb.device) for i in keep])
     g = torch.cat([rois[i][1] for i in keep]); win = _expand(g, self.margin, self.sz); R = self.roi

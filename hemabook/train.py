@@ -29,8 +29,8 @@ from .runs import RunConflict, format_diff, current_run, settings_diff
 
 # %% auto #0
 __all__ = ['hb_learner', 'save_checkpoint', 'load_checkpoint', 'load_weights', 'RunLogger', 'EpochCheckpoint', 'fit',
-           'precise_bn', 'PreciseBN', 'LRFactorScheduler', 'DistributedDL', 'DistributedTrainer', 'distrib_ctx',
-           'launch']
+           'precise_bn', 'PreciseBN', 'LRFactorScheduler', 'DistributedDL', 'DistributedTrainer', 'UnusedParams',
+           'distrib_ctx', 'launch']
 
 # %% ../nbs/01_train.ipynb #3b3d51c2
 _AMP = ('auto', 'no', 'fp16', 'bf16')
@@ -355,6 +355,18 @@ def _free_port() -> int:
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 # %% ../nbs/01_train.ipynb #7a16b993
+class UnusedParams(Callback):
+    "After a fit's first backward pass, raise `ConfigError` naming the trainable parameters that got no gradient."
+    order = 5
+    def before_fit(self): self.checked = False
+    def after_backward(self):
+        if self.checked: return
+        self.checked,m = True,getattr(self.learn.model, 'module', self.learn.model)
+        if bad := [n for n,p in m.named_parameters() if p.requires_grad and p.grad is None]:
+            raise ConfigError(f"{len(bad)} trainable parameter(s) got no gradient from the loss: {short_list(bad)}. "
+                              "Under DDP the processes would then stop averaging their gradients; freeze them "
+                              "(`requires_grad_(False)`) or make the loss reach them")
+
 @contextmanager
 def distrib_ctx(learn:Learner,          # The learner to train with DDP
                 sync_bn:bool|None=None, # Use `SyncBatchNorm`; None: on GPUs yes, on the CPU no (it needs CUDA)
@@ -374,11 +386,11 @@ def distrib_ctx(learn:Learner,          # The learner to train with DDP
     if cpu: kwargs.setdefault('cpu', True)
     use_cuda = defaults.use_cuda
     if cpu: defaults.use_cuda = False   # keeps fastai's `default_device()` from touching CUDA in forked CPU processes
-    learn.add_cb(DistributedTrainer(sync_bn=sync_bn, **kwargs))
+    learn.add_cbs([DistributedTrainer(sync_bn=sync_bn, **kwargs), UnusedParams()])
     if rank_distrib(): learn.remove_cb(ProgressCallback)
     try: yield learn
     finally:
-        learn.detach_distributed()
+        learn.detach_distributed(); learn.remove_cbs(learn._grab_cbs(UnusedParams))
         defaults.use_cuda = use_cuda
 
 # %% ../nbs/01_train.ipynb #d379f015

@@ -1,9 +1,11 @@
 """One process of a tiny 2-process DDP run on the CPU, for tests/test_train_distributed.py.
 
 Run through `hemabook.train.launch` (import `train`) or from a shell:
-`python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_worker.py OUT [fastai|attridet]`.
+`python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_worker.py OUT [fastai | METHOD ...]`.
 Each rank writes to OUT: `init{rank}.pth` (its own initial weights), `final{rank}.pth` (its weights after training) and
 `seen{rank}.json` (the sample indices it trained on, one list per epoch); rank 0 also writes the run folder `OUT/run`.
+METHOD (`attridet`, `samed`, `dessam`; several run one after the other in the same processes) trains that method's
+model for one epoch on a bundled sample, writing `init{rank}.pth` and `final{rank}.pth` to `OUT/METHOD`.
 """
 import json, os, sys
 from pathlib import Path
@@ -61,27 +63,64 @@ def train(out, use_fastai=False):
     torch.save(learn.model.state_dict(), out/f'final{rank}.pth')
     (out/f'seen{rank}.json').write_text(json.dumps(cb.seen))
 
-def train_attridet(out):
-    "AttriDet on the bundled LeukemiaAttri sample for one epoch: detection batches (images, target dicts) under DDP."
+def _method_run(out, make):
+    "Build a method's learner with rank-specific initial weights (`make(rank)` → (learner, model)), train one epoch."
     from fastai.torch_core import rank_distrib
-    from hemabook.core import samples_path, set_seed
+    from hemabook.core import set_seed
+    from hemabook.train import distrib_ctx, fit
+    rank = rank_distrib(); out.mkdir(parents=True, exist_ok=True)
+    set_seed(100 + rank)               # different initial weights per rank: DDP must start all from rank 0's
+    learn,model = make()
+    torch.save(model.state_dict(), out/f'init{rank}.pth')
+    with distrib_ctx(learn), learn.no_bar(), learn.no_logging(): fit(learn, 1, 3e-3, one_cycle=False)
+    torch.save(model.state_dict(), out/f'final{rank}.pth')
+
+def train_attridet(out):
+    "AttriDet on the bundled LeukemiaAttri sample: detection batches (images, target dicts) under DDP."
+    from hemabook.core import samples_path
     from hemabook.data.det import det_dls, read_leukemiaattri
     from hemabook.attridet import LA_LABELS, AttriDet, attridet_learner, patient_split
-    from hemabook.train import distrib_ctx, fit
-    out, rank = Path(out), rank_distrib()
     df = read_leukemiaattri(samples_path()/'leukemiaattri')
     src = patient_split(df[(df.domain == 'H_100X_C1') & (df.split == 'train')], 0.2)
-    set_seed(100 + rank)               # different initial weights per rank, as in `train`
-    model = AttriDet(len(LA_LABELS), backbone='test_resnet', sz=128)
-    torch.save(model.state_dict(), out/f'init{rank}.pth')
-    learn = attridet_learner(det_dls(src, bs=2, sz=128, vocab=LA_LABELS), model)
-    with distrib_ctx(learn), learn.no_bar(), learn.no_logging(): fit(learn, 1, 3e-3)
-    torch.save(model.state_dict(), out/f'final{rank}.pth')
+    def make():
+        model = AttriDet(len(LA_LABELS), backbone='test_resnet', sz=128)
+        return attridet_learner(det_dls(src, bs=2, sz=128, vocab=LA_LABELS), model),model
+    _method_run(out, make)
+
+def train_samed(out):
+    "SAMed's prompt-free semantic SAM (tiny, random, so it trains whole) on the bundled Synapse sample under DDP."
+    from hemabook.core import samples_path
+    from hemabook.data.seg import read_synapse, sem_dls, synapse_slices
+    from hemabook.sam.semantic import semantic_sam
+    from hemabook.samed import samed_learner
+    syn = read_synapse(samples_path('synapse'))
+    df = synapse_slices(syn); df['split'] = df['split'].replace({'test': 'valid'})
+    def make():
+        model = semantic_sam('tiny', 64, n_classes=len(syn.attrs['classes']) - 1)
+        return samed_learner(sem_dls(df, bs=4, sz=64, num_workers=0), model),model
+    _method_run(out, make)
+
+def train_dessam(out):
+    "DES-SAM (tiny random SAM, trained whole from the box losses) on the bundled nuclei COCO sample under DDP."
+    from hemabook.core import samples_path
+    from hemabook.data.core import read_data
+    from hemabook.data.det import det_dls
+    from hemabook.dessam import dessam_learner, dessam_model, image_split
+    data = read_data(samples_path('nuclei_coco'), 'coco', 'instance')
+    data['label'] = 'nucleus'
+    if not {'train', 'valid'} <= set(data['split'].dropna()): data = image_split(data, 0.2, 0., 0)
+    def make():
+        model = dessam_model('tiny', 128, fpn_channels=32)
+        return dessam_learner(det_dls(data, bs=2, sz=128, vocab=['nucleus']), model),model
+    _method_run(out, make)
+
+METHODS = dict(attridet=train_attridet, samed=train_samed, dessam=train_dessam)
 
 if __name__ == '__main__':
     os.environ.setdefault('HEMABOOK_DEVICE', 'cpu')
-    mode = sys.argv[2] if len(sys.argv) > 2 else ''
-    if mode == 'attridet': train_attridet(sys.argv[1])
-    else: train(sys.argv[1], use_fastai=mode == 'fastai')
+    modes = sys.argv[2:]
+    if modes and modes[0] in METHODS:
+        for m in modes: METHODS[m](Path(sys.argv[1])/m)
+    else: train(sys.argv[1], use_fastai=modes == ['fastai'])
     import torch.distributed as dist
     if dist.is_initialized(): dist.destroy_process_group()

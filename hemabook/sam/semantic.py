@@ -64,6 +64,9 @@ def semantic_sam(arch:str|dict='vit_b',      # SAM architecture (`SAM_ARCHS`)
     if encoder == 'auto': encoder = 'lora' if checkpoint is not None else 'full'
     sam = build_sam(arch, sz, n_classes, norm, checkpoint)
     add_lora(sam, rank=rank, decoder=decoder_lora, freeze_encoder=encoder == 'lora')
+    for n,p in sam.prompt_encoder.named_parameters():     # the prompt-free decode reads only the no-mask embedding
+        if not n.startswith('no_mask_embed.'): p.requires_grad_(False)
+    for p in sam.mask_decoder.iou_prediction_head.parameters(): p.requires_grad_(False)   # nor the IoU head
     m = SemanticSam(sam)
     note = ("SAMed recipe: frozen SAM encoder with LoRA" if encoder == 'lora' else
             "no SAM checkpoint: the randomly initialised encoder trains fully (LoRA + encoder weights), "
