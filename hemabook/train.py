@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -28,8 +29,8 @@ from .core import (CheckpointError, ConfigError, atomic_write, get_device, load_
 from .runs import RunConflict, format_diff, current_run, settings_diff
 
 # %% auto #0
-__all__ = ['hb_learner', 'save_checkpoint', 'load_checkpoint', 'load_weights', 'RunLogger', 'EpochCheckpoint', 'fit',
-           'precise_bn', 'PreciseBN', 'LRFactorScheduler', 'DistributedDL', 'DistributedTrainer', 'UnusedParams',
+__all__ = ['hb_learner', 'save_checkpoint', 'load_checkpoint', 'load_weights', 'plot_history', 'RunLogger', 'EpochCheckpoint',
+           'fit', 'precise_bn', 'PreciseBN', 'LRFactorScheduler', 'DistributedDL', 'DistributedTrainer', 'UnusedParams',
            'distrib_ctx', 'launch']
 
 # %% ../nbs/01_train.ipynb #3b3d51c2
@@ -213,6 +214,29 @@ def _recorder_row(learn):
     return {n: v for n,v in zip(list(rec.metric_names)[1:], list(rec.log)[1:]) if n!='time'}
 
 # %% ../nbs/01_train.ipynb #ff81f370
+_NOT_METRICS = ('epoch', 'train_loss', 'valid_loss', 'time_s', 'run_id')
+
+def plot_history(rows:list,              # `history.json` rows
+                 metric:str|None=None,   # The metric to draw beside the losses; None: the rows' first other number
+                 title:str|None=None,    # Figure title, e.g. the run's name
+                ) -> plt.Figure:
+    "Training curves: train and valid loss per epoch and, beside them, `metric` per epoch."
+    if not rows: raise ConfigError("plot_history: no rows; nothing was trained yet")
+    if metric is None:
+        metric = next((k for k,v in rows[-1].items() if k not in _NOT_METRICS and isinstance(v, (int, float))), None)
+    fig,axs = plt.subplots(1, 1 + (metric is not None), figsize=(4.2*(1 + (metric is not None)), 3), squeeze=False)
+    ep = [r['epoch'] + 1 for r in rows]
+    for k in ('train_loss', 'valid_loss'):
+        if any(r.get(k) is not None for r in rows):
+            axs[0, 0].plot(ep, [r.get(k, np.nan) for r in rows], marker='.', label=k.replace('_', ' '))
+    axs[0, 0].set(xlabel='epoch', ylabel='loss'); axs[0, 0].legend()
+    if metric is not None:
+        axs[0, 1].plot(ep, [r.get(metric, np.nan) for r in rows], marker='.', color='C2')
+        axs[0, 1].set(xlabel='epoch', ylabel=metric)
+    if title: fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
 def _stage(run, d):
     "The name of training folder `d` in `run`'s progress: its path inside the run folder, '.' for the folder itself."
     try: return str(Path(d).resolve().relative_to(run.path.resolve()))
@@ -238,6 +262,11 @@ class RunLogger(_EpochEnd):
         if self.path is None or rank_distrib(): return
         save_json(self.rows, self.path)
         if run: run.progress(_stage(run, self.path.parent), self.epoch+1, self.n_epoch)
+
+    def after_fit(self):
+        if self.path is None or rank_distrib() or not self.rows: return
+        fig = plot_history(self.rows, title=self.path.parent.name)
+        fig.savefig(self.path.parent/'curves.png', dpi=90); plt.close(fig)
 
 # %% ../nbs/01_train.ipynb #8174c2bd
 class EpochCheckpoint(_EpochEnd):
