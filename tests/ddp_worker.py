@@ -4,7 +4,7 @@ Run through `hemabook.train.launch` (import `train`) or from a shell:
 `python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_worker.py OUT [fastai | METHOD ...]`.
 Each rank writes to OUT: `init{rank}.pth` (its own initial weights), `final{rank}.pth` (its weights after training) and
 `seen{rank}.json` (the sample indices it trained on, one list per epoch); rank 0 also writes the run folder `OUT/run`.
-METHOD (`attridet`, `samed`, `dessam`; several run one after the other in the same processes) trains that method's
+METHOD (`attridet`, `samed`, `dessam`, `bloodshot`; several run in turn in the same processes) trains that method's
 model for one epoch on a bundled sample, writing `init{rank}.pth` and `final{rank}.pth` to `OUT/METHOD`.
 """
 import json, os, sys
@@ -114,7 +114,19 @@ def train_dessam(out):
         return dessam_learner(det_dls(data, bs=2, sz=128, vocab=['nucleus']), model),model
     _method_run(out, make)
 
-METHODS = dict(attridet=train_attridet, samed=train_samed, dessam=train_dessam)
+def train_bloodshot(out):
+    "BloodShot's ArcFace + rotation-consistency embedder (a small timm net) on the bundled synthetic WBCs under DDP."
+    from hemabook.core import samples_path
+    from hemabook.data.cls import read_cells
+    from hemabook.fewshot import fewshot_dls, fewshot_learner, fewshot_model, source_table
+    src = source_table(read_cells(samples_path('wbc_synth'), 'imagefolder'), seed=0)
+    def make():
+        dls = fewshot_dls(src, sz=32, bs=8)
+        model = fewshot_model(len(dls.vocab), 'aam_consistency', 'resnet10t')
+        return fewshot_learner(dls, model, 'aam_consistency', bn_batches=None),model
+    _method_run(out, make)
+
+METHODS = dict(attridet=train_attridet, samed=train_samed, dessam=train_dessam, bloodshot=train_bloodshot)
 
 if __name__ == '__main__':
     os.environ.setdefault('HEMABOOK_DEVICE', 'cpu')

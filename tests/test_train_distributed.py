@@ -68,7 +68,7 @@ def test_torchrun_two_cpu_processes(tmp_path):
 
 @pytest.fixture(scope='module')
 def methods_ddp(tmp_path_factory):
-    "AttriDet, SAMed and DES-SAM, one epoch each on bundled samples, one after the other in one 2-process torchrun."
+    "AttriDet, SAMed, DES-SAM and BloodShot, one epoch each on bundled samples, in turn in one 2-process torchrun."
     out = tmp_path_factory.mktemp('methods_ddp')
     _torchrun(out, *W.METHODS, timeout=600)
     return out
@@ -78,9 +78,12 @@ def test_method_trains_under_ddp(methods_ddp, method):
     """Both ranks start from different weights and end with the same, moved ones. Each method had its own way to fail:
     AttriDet's torch `DataLoader`s with `det_collate` were rebuilt by fastai's `DistributedDL` with its own collate (a
     `TypeError` in the loss; hemabook's keeps the collate); SAMed's prompt encoder had weights the prompt-free decode
-    never uses, and DDP refuses parameters that get no gradient (they are frozen now); DES-SAM shares AttriDet's loaders."""
+    never uses, and DDP refuses parameters that get no gradient (they are frozen now); DES-SAM had the same unused
+    weights and trained apart without any error (see `hemabook.train.UnusedParams`). BloodShot trains with its
+    rotation-consistency callback, which runs the model a second time in each step."""
     out = methods_ddp/method
-    init0,init1,fin0,fin1 = [torch.load(out/f'{f}.pth', weights_only=True) for f in ('init0', 'init1', 'final0', 'final1')]
+    init0,init1,fin0,fin1 = [torch.load(out/f'{f}.pth', weights_only=True)
+                             for f in ('init0', 'init1', 'final0', 'final1')]
     assert any(not torch.equal(init0[k], init1[k]) for k in init0 if init0[k].is_floating_point())
     for k in fin0: assert torch.equal(fin0[k], fin1[k]), f"rank 0 and rank 1 differ in {k}"
     moved = sum(not torch.equal(fin0[k], init0[k]) for k in fin0 if fin0[k].is_floating_point())
