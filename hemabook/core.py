@@ -48,14 +48,23 @@ if logger.level == logging.NOTSET: logger.setLevel(logging.INFO)
 # %% ../nbs/00_core.ipynb #acfe6125
 def _mps_ok() -> bool: return bool(getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available())
 
+def _local_gpu(dev):
+    "`cuda` without an index is GPU `$LOCAL_RANK` in a process started by torchrun or accelerate (one GPU per process)."
+    if dev.index is not None or int(os.environ.get('WORLD_SIZE', 1)) <= 1: return dev
+    i = int(os.environ.get('LOCAL_RANK', 0)); n = torch.cuda.device_count()
+    if i >= n: raise ConfigError(f"this is process {i} on its machine (LOCAL_RANK), but the machine has {n} GPU(s): "
+                                 "start at most one process per GPU")
+    torch.cuda.set_device(i)       # also what fastai's `default_device()` and plain `.cuda()` calls give
+    return torch.device('cuda', i)
+
 def get_device(device:str|torch.device|None=None, # 'cpu', 'cuda', 'cuda:1', 'mps'; None: `$HEMABOOK_DEVICE` or the best
               ) -> torch.device:
-    "The torch device to use: `device`, else `$HEMABOOK_DEVICE`, else cuda → mps → cpu."
+    "The device to use: `device`, else `$HEMABOOK_DEVICE`, else cuda → mps → cpu (under torchrun: this process's GPU)."
     src = 'argument'
     if device is None and os.environ.get('HEMABOOK_DEVICE'):
         device,src = os.environ['HEMABOOK_DEVICE'],'$HEMABOOK_DEVICE'
     if device is None:
-        if torch.cuda.is_available(): return torch.device('cuda')
+        if torch.cuda.is_available(): return _local_gpu(torch.device('cuda'))
         return torch.device('mps') if _mps_ok() else torch.device('cpu')
     try: dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
@@ -66,6 +75,7 @@ def get_device(device:str|torch.device|None=None, # 'cpu', 'cuda', 'cuda:1', 'mp
         if n==0: raise ConfigError(f"device {device!r} (from {src}) asked for CUDA, but no CUDA GPU is available")
         if dev.index is not None and dev.index>=n:
             raise ConfigError(f"device {device!r} (from {src}): only {n} CUDA GPU(s)")
+        dev = _local_gpu(dev)
     elif dev.type=='mps' and not _mps_ok():
         raise ConfigError(f"device {device!r} (from {src}) asked for MPS, which is not available")
     elif dev.type not in ('cpu','cuda','mps'):

@@ -4,7 +4,7 @@
 
 # %% ../nbs/90_runner.ipynb #2105d692
 from __future__ import annotations
-import argparse, ast, datetime, difflib, logging, re, secrets, signal, sys, time
+import argparse, ast, datetime, difflib, logging, os, re, secrets, signal, sys, time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -13,11 +13,11 @@ from fastcore.xtras import modified_env
 
 from . import __version__
 from .core import ConfigError, HemabookError, load_json, logger, repo_root, save_json
-from .runs import RUN_FILE, Run, RunConflict, run_folder
+from .runs import RUN_FILE, Run, RunConflict, rank_folder, run_folder
 
 # %% auto #0
 __all__ = ['ExperimentError', 'experiments_path', 'list_experiments', 'experiment_params', 'parse_value', 'check_params',
-           'RunInterrupted', 'ipc_kernels', 'run_experiment', 'summary_table', 'run_demo', 'main']
+           'RunInterrupted', 'ipc_kernels', 'run_experiment', 'summary_table', 'run_demo', 'launch_command', 'main']
 
 # %% ../nbs/90_runner.ipynb #200beac8
 class ExperimentError(HemabookError):
@@ -237,8 +237,9 @@ def run_experiment(name:str,                  # Experiment name (notebook stem)
     nb = _find(name, path)
     params = check_params(name, params or {}, path)
     kernel = _kernel(kernel)
-    out = run_folder(out, name, runs).resolve()
-    params['OUT_DIR'] = str(out)
+    base = run_folder(out, name, runs, rank=0).resolve()
+    params['OUT_DIR'] = str(base)
+    out = rank_folder(base)              # launched on several processes: ranks other than 0 run in `.ranks/rank<r>`
     token = secrets.token_hex(8); tmp = out/f'.{nb.stem}.{token}.ipynb'
     made = not out.exists(); out.mkdir(parents=True, exist_ok=True)
     t0,err,status = time.time(),None,'ok'
@@ -246,7 +247,8 @@ def run_experiment(name:str,                  # Experiment name (notebook stem)
         with modified_env(HEMABOOK_ATTEMPT=token), _stop_on_signals():
             pm.execute_notebook(str(nb), str(tmp), parameters=params, kernel_name=kernel, progress_bar=progress,
                                 cwd=str(out), kernel_manager_class=ipc_kernels())
-    except PapermillExecutionError as e: err,status = e,('interrupted' if e.ename=='KeyboardInterrupt' else 'failed')
+    except PapermillExecutionError as e:
+        if e.ename != 'RankDone': err,status = e,('interrupted' if e.ename=='KeyboardInterrupt' else 'failed')
     except KeyboardInterrupt: status = 'interrupted'
     rec = _opened(out, token)
     if rec is None:                               # stopped before it opened the run: the folder is as it was
@@ -326,6 +328,12 @@ def _parser():
                    help='set a parameter')
     r.add_argument('--out', help='run folder (default runs/NAME-<timestamp>)')
     r.add_argument('--kernel', help="Jupyter kernel (default 'hemabook')")
+    g = r.add_argument_group('several GPUs or machines (torchrun; without GPUs: CPU processes on gloo)')
+    g.add_argument('--gpus', type=int, default=1, help='processes on this machine, one per GPU (default 1)')
+    g.add_argument('--nodes', type=int, default=1, help='machines taking part (default 1)')
+    g.add_argument('--node-rank', type=int, default=0, help="this machine's number, 0 … nodes-1 (default 0)")
+    g.add_argument('--master-addr', help="address of machine 0, reachable from all (default 127.0.0.1)")
+    g.add_argument('--master-port', type=int, default=29500, help='a free TCP port on machine 0 (default 29500)')
     d = sub.add_parser('demo', help='run every experiment in its smoke preset and write summary.md')
     d.add_argument('--out', default='runs/demo', help='folder for the runs (default runs/demo)')
     d.add_argument('--kernel', help="Jupyter kernel (default 'hemabook')")
@@ -333,6 +341,46 @@ def _parser():
     s.add_argument('--out', help='folder (default data_samples/ in the repository)')
     sub.add_parser('formats', help='list the data formats hemabook reads').add_argument('--task', help='only this task')
     return p
+
+# %% ../nbs/90_runner.ipynb #c3592165
+def launch_command(name:str,                 # Experiment name
+                   params:dict,              # Parameter → value, as for `run_experiment`
+                   out:str|Path,             # The run folder (the same on every machine)
+                   gpus:int=1,               # Processes on this machine: one per GPU
+                   nodes:int=1,              # Machines taking part
+                   node_rank:int=0,          # This machine's number
+                   master_addr:str|None=None, # Address of machine 0; None: 127.0.0.1
+                   master_port:int=29500,    # A free port on machine 0
+                   kernel:str|None=None,     # Jupyter kernel
+                  ) -> list[str]:            # The command, to run on every machine
+    "The `torchrun` command that runs `hemabook run NAME` in `gpus` × `nodes` processes joined in one process group."
+    if gpus < 1 or nodes < 1: raise ConfigError(f"--gpus {gpus} --nodes {nodes}: both must be at least 1")
+    if not 0 <= node_rank < nodes: raise ConfigError(f"--node-rank {node_rank}: expected 0 … {nodes-1}")
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', str(gpus)]
+    if nodes == 1 and master_addr is None: cmd += ['--standalone']
+    else: cmd += ['--nnodes', str(nodes), '--node_rank', str(node_rank), '--master_addr', master_addr or '127.0.0.1',
+                  '--master_port', str(master_port)]
+    cmd += ['-m', 'hemabook', 'run', name, '--out', str(out)] + [s for k,v in params.items() for s in ('-p', k, str(v))]
+    return cmd + (['--kernel', kernel] if kernel else [])
+
+def _launch_run(a):
+    "`hemabook run --gpus N [--nodes M ...]`: check everything here, then start the processes with torchrun."
+    import subprocess, torch
+    check_params(a.name, dict(a.param))                  # a bad parameter fails here, not in every process
+    n_gpu = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if n_gpu and a.gpus > n_gpu: raise ConfigError(f"--gpus {a.gpus}: this machine has {n_gpu} GPU(s)")
+    out = run_folder(a.out, a.name, rank=0).resolve()
+    cmd = launch_command(a.name, dict(a.param), out, a.gpus, a.nodes, a.node_rank, a.master_addr, a.master_port,
+                         a.kernel)
+    env = dict(os.environ)
+    if not n_gpu:                                        # CPU processes share the cores
+        env.setdefault('OMP_NUM_THREADS', str(max(1, (os.cpu_count() or 1)//a.gpus)))
+        print(f"no GPU here: {a.gpus} CPU process(es) on this machine, over gloo", flush=True)
+    print(f"{a.gpus} process(es) × {a.nodes} machine(s) → {out}", flush=True)
+    rc = subprocess.run(cmd, env=env).returncode
+    if rc: print(f"error: the run on {a.gpus*a.nodes} processes failed (exit status {rc}); executed notebooks: {out} "
+                 f"(process 0) and {out/'.ranks'} (the others)", file=sys.stderr)
+    return rc
 
 # %% ../nbs/90_runner.ipynb #20e76555
 def _cmd_list(a):
@@ -348,11 +396,14 @@ def _cmd_run(a):
     keys = [k for k,_ in a.param]
     if len(set(keys))<len(keys):
         raise ConfigError(f"a parameter is given twice: {', '.join(sorted({k for k in keys if keys.count(k)>1}))}")
-    if a.out and (f := Path(a.out)/RUN_FILE).exists():
+    if a.out and (f := Path(a.out)/RUN_FILE).exists() and not os.environ.get('RANK'):
         rec = load_json(f)
         print(f"{a.out} holds run {rec.get('run_id')} ({rec.get('status')}; {Run(f.parent, rec).reached()}): "
               "it resumes if the settings are the same", flush=True)
-    out = run_experiment(a.name, dict(a.param), out=a.out, kernel=a.kernel, progress=True)
+    if (a.gpus > 1 or a.nodes > 1) and 'LOCAL_RANK' not in os.environ: return _launch_run(a)
+    rank = int(os.environ.get('RANK', 0))
+    out = run_experiment(a.name, dict(a.param), out=a.out, kernel=a.kernel, progress=rank == 0)
+    if rank: return 0
     rec = load_json(out/RUN_FILE)
     print(f"done: {out} (run {rec['run_id']}, attempt {len(rec['attempts'])})")
     if (out/'metrics.json').exists():

@@ -14,8 +14,8 @@ from .core import ConfigError, get_device, jsonable, load_json, logger, save_jso
 from .data.core import find_format
 
 # %% auto #0
-__all__ = ['RUN_FILE', 'IGNORED', 'RunConflict', 'new_run_id', 'run_folder', 'settings_diff', 'format_diff', 'Run', 'current_run',
-           'open_run', 'resolve_params', 'check', 'headline', 'history_checks']
+__all__ = ['RUN_FILE', 'IGNORED', 'RunConflict', 'new_run_id', 'rank_folder', 'run_folder', 'settings_diff', 'format_diff', 'Run',
+           'current_run', 'open_run', 'resolve_params', 'check', 'headline', 'history_checks']
 
 # %% ../nbs/00a_runs.ipynb #a6849f9b
 RUN_FILE = 'run.json'
@@ -27,16 +27,24 @@ def new_run_id() -> str:
     "A new run id: the start time to the second and six random hex digits, e.g. '20261130-061502-3fa9c1'."
     return f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
+def rank_folder(out:str|Path,        # The run folder
+                rank:int|None=None,    # The process's rank; None: this process's (`$RANK`, 0 alone)
+               ) -> Path:              # `out` for rank 0, else `out/.ranks/rank<r>`
+    "Where the process of rank `rank` keeps its copy of a run launched on several processes: rank 0 writes the run."
+    rank = int(os.environ.get('RANK', 0)) if rank is None else rank
+    return Path(out) if rank == 0 else Path(out)/'.ranks'/f'rank{rank}'
+
 def run_folder(out:str|Path|None,       # The run folder asked for; None: a new one under `runs`
                experiment:str,          # The experiment, which names a new folder
                runs:str|Path='runs',    # The parent of new folders
+               rank:int|None=None,      # The process's rank (see `rank_folder`); None: this process's
               ) -> Path:                # `out`, or a new folder name (nothing is created)
     "`out`, or `runs/<experiment>-<time>` (with `-2`, `-3`… if taken): a folder of its own for every new run."
-    if out is not None: return Path(out)
+    if out is not None: return rank_folder(out, rank)
     stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
     p = Path(runs)/f'{experiment}-{stamp}'; i = 1
     while p.exists(): i += 1; p = Path(runs)/f'{experiment}-{stamp}-{i}'
-    return p
+    return rank_folder(p, rank)
 
 # %% ../nbs/00a_runs.ipynb #ba7276d0
 IGNORED = ('device',)

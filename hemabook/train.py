@@ -4,8 +4,8 @@
 
 # %% ../nbs/01_train.ipynb #5f8b0efa
 from __future__ import annotations
-import functools, importlib, os, socket, time
-from contextlib import contextmanager
+import functools, hashlib, importlib, os, socket, time
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -20,18 +20,18 @@ from fastai.callback.progress import ProgressCallback
 from fastai.callback.schedule import ParamScheduler
 import fastai.callback.fp16, fastai.callback.schedule   # patch `to_fp16`, `to_bf16` and `fit_one_cycle` onto `Learner`
 from fastai.learner import Learner, Recorder
-from fastai.torch_core import defaults, get_model, num_distrib, rank_distrib
+from fastai.torch_core import defaults, find_bs, get_model, num_distrib, rank_distrib
 import fastai.distributed as fdist
 
 from . import __version__
-from .core import (CheckpointError, ConfigError, atomic_write, get_device, load_json, load_tensors, logger,
-                           model_device, save_json, short_list)
+from .core import (CheckpointError, ConfigError, HemabookError, atomic_write, get_device, load_json,
+                           load_tensors, logger, model_device, save_json, short_list)
 from .runs import RunConflict, format_diff, current_run, settings_diff
 
 # %% auto #0
 __all__ = ['hb_learner', 'save_checkpoint', 'load_checkpoint', 'load_weights', 'plot_history', 'RunLogger', 'EpochCheckpoint',
-           'fit', 'precise_bn', 'PreciseBN', 'LRFactorScheduler', 'DistributedDL', 'DistributedTrainer', 'UnusedParams',
-           'distrib_ctx', 'launch']
+           'distributed', 'fit', 'precise_bn', 'PreciseBN', 'LRFactorScheduler', 'DistributedDL', 'DistributedTrainer',
+           'UnusedParams', 'distrib_ctx', 'DistributedError', 'RankDone', 'ShareCount', 'end_distributed', 'launch']
 
 # %% ../nbs/01_train.ipynb #3b3d51c2
 _AMP = ('auto', 'no', 'fp16', 'bf16')
@@ -53,11 +53,17 @@ def _save_params(run_dir, params):
     "Write `params.json` (with the open run's id); `RunConflict` if the folder holds another run's, with other values."
     f,run = Path(run_dir)/'params.json',current_run()
     if f.exists():
-        old = {k:v for k,v in load_json(f).items() if k!='run_id'}
+        old = {k:v for k,v in load_json(f).items() if k not in ('run_id', 'processes')}
         if d := settings_diff(old, params):
             raise RunConflict(f"{run_dir} was trained with other parameters ({format_diff(d)}); resuming its "
                               "checkpoint would mix two runs: use another run_dir, or delete this one")
-    save_json({**({'run_id': run.id} if run else {}), **params}, f)
+    save_json({**({'run_id': run.id} if run else {}), **params, 'processes': _processes()}, f)
+
+def _processes():
+    "How many processes train, and what that means for batch size and learning rate (the rule `params.json` keeps)."
+    n = max(1, num_distrib())
+    return dict(n=n, batch='per process: a step averages the gradients of n × batch items',
+                lr='as set: not scaled with n')
 
 # %% ../nbs/01_train.ipynb #b7f2b868
 def hb_learner(dls,                          # fastai `DataLoaders`
@@ -78,6 +84,7 @@ def hb_learner(dls,                          # fastai `DataLoaders`
     elif amp=='bf16': learn.to_bf16()
     learn.run_dir = Path(run_dir) if run_dir is not None else None
     if learn.run_dir is not None:
+        learn.run_dir.mkdir(parents=True, exist_ok=True)   # every process: notebooks save their models beside the run
         if params is not None and not rank_distrib(): _save_params(learn.run_dir, params)
         learn.add_cbs([RunLogger(learn.run_dir), EpochCheckpoint(learn.run_dir)])
     return learn
@@ -280,6 +287,40 @@ class EpochCheckpoint(_EpochEnd):
 
     def epoch_done(self): save_checkpoint(self.learn, self.path, self.epoch, self.n_epoch)
 
+# %% ../nbs/01_train.ipynb #e4506922
+_solo = False      # set on rank 0 by `end_distributed`: from then on it trains alone
+
+def distributed() -> bool:
+    "True while `fit` trains with DDP: this is one of several processes, and `end_distributed` is still ahead."
+    return num_distrib() > 1 and not _solo
+
+def _init_group(dev):
+    "Join the process group that torchrun's environment describes (NCCL on GPUs, gloo on the CPU), once per process."
+    if dist.is_initialized(): return
+    if dev.type == 'cuda': torch.cuda.set_device(dev)
+    dist.init_process_group('nccl' if dev.type == 'cuda' else 'gloo')
+
+def _resume_state(path, n_epoch, device, ddp):
+    "The checkpoint at `path` to resume from, checked (None: none yet); under DDP rank 0 reads it and sends it to all."
+    ckpt = err = None
+    if not ddp or rank_distrib() == 0:
+        try:
+            if path.exists(): ckpt = _read_ckpt(path, torch.device('cpu') if ddp else device)
+            if ckpt is not None and ckpt['n_epoch'] != n_epoch:
+                raise ConfigError(f"{path} comes from a run of {ckpt['n_epoch']} epochs ({ckpt['epoch']+1} done), but "
+                                  f"fit asks for n_epoch={n_epoch}; the one-cycle schedule depends on the total, so "
+                                  f"resume with n_epoch={ckpt['n_epoch']}, or start over with resume=False or a new "
+                                  "run_dir")
+            run = current_run()
+            if ckpt is not None and run and ckpt.get('run_id') not in (None, run.id):
+                raise RunConflict(f"{path} belongs to run {ckpt['run_id']}, not to the open run {run.id}: "
+                                  "use another run_dir")
+        except HemabookError as e: err = e
+    if ddp:                       # the other ranks' run folders hold no checkpoints: rank 0's decides for all
+        box = [ckpt, err]; dist.broadcast_object_list(box, src=0); ckpt,err = box
+    if err is not None: raise err
+    return ckpt
+
 # %% ../nbs/01_train.ipynb #3f06156d
 def fit(learn:Learner,        # A learner, usually from `hb_learner`
         n_epoch:int,          # Number of epochs of the whole run
@@ -292,16 +333,10 @@ def fit(learn:Learner,        # A learner, usually from `hb_learner`
     if n_epoch < 1: raise ConfigError(f"n_epoch={n_epoch}: expected at least 1 epoch")
     rd = getattr(learn, 'run_dir', None)
     path,start = (Path(rd)/'checkpoints'/'last.pth' if rd is not None else None),0
-    if resume and path is not None and path.exists():
-        ckpt = _read_ckpt(path, model_device(learn.model))
-        if ckpt['n_epoch']!=n_epoch:
-            raise ConfigError(f"{path} comes from a run of {ckpt['n_epoch']} epochs ({ckpt['epoch']+1} done), but fit "
-                              f"asks for n_epoch={n_epoch}; the one-cycle schedule depends on the total, so resume "
-                              f"with n_epoch={ckpt['n_epoch']}, or start over with resume=False or a new run_dir")
-        run = current_run()
-        if run and ckpt.get('run_id') not in (None, run.id):
-            raise RunConflict(f"{path} belongs to run {ckpt['run_id']}, not to the open run {run.id}: "
-                              "use another run_dir")
+    ddp = distributed()
+    if ddp: _init_group(model_device(learn.model))
+    ckpt = _resume_state(path, n_epoch, model_device(learn.model), ddp) if resume and path is not None else None
+    if ckpt is not None:
         _apply_ckpt(learn, ckpt, path)
         if 'torch_rng' in ckpt: torch.set_rng_state(ckpt['torch_rng'].cpu())
         start = ckpt['epoch']+1
@@ -311,8 +346,10 @@ def fit(learn:Learner,        # A learner, usually from `hb_learner`
         rl = [RunLogger(None)]
         kwargs['cbs'] = L(kwargs.get('cbs')) + rl
     if start >= n_epoch: logger.info("%s: all %d epochs are done; nothing to train", rd, n_epoch)
+    ctx = distrib_ctx(learn) if ddp and not learn._grab_cbs(fdist.DistributedTrainer) else nullcontext()
     try:
-        if start < n_epoch: (learn.fit_one_cycle if one_cycle else learn.fit)(n_epoch, lr, start_epoch=start, **kwargs)
+        if start < n_epoch:
+            with ctx: (learn.fit_one_cycle if one_cycle else learn.fit)(n_epoch, lr, start_epoch=start, **kwargs)
     except KeyboardInterrupt:
         if (run := current_run()) is not None: run.finish('interrupted')
         raise
@@ -415,12 +452,60 @@ def distrib_ctx(learn:Learner,          # The learner to train with DDP
     if cpu: kwargs.setdefault('cpu', True)
     use_cuda = defaults.use_cuda
     if cpu: defaults.use_cuda = False   # keeps fastai's `default_device()` from touching CUDA in forked CPU processes
-    learn.add_cbs([DistributedTrainer(sync_bn=sync_bn, **kwargs), UnusedParams()])
+    learn.add_cbs([DistributedTrainer(sync_bn=sync_bn, **kwargs), UnusedParams(), ShareCount()])
     if rank_distrib(): learn.remove_cb(ProgressCallback)
     try: yield learn
     finally:
-        learn.detach_distributed(); learn.remove_cbs(learn._grab_cbs(UnusedParams))
+        learn.detach_distributed(); learn.remove_cbs(learn._grab_cbs(UnusedParams) + learn._grab_cbs(ShareCount))
         defaults.use_cuda = use_cuda
+
+# %% ../nbs/01_train.ipynb #0287a734
+_shares = []       # training items this process saw in the last epoch of each DDP fit, in order
+
+class DistributedError(HemabookError):
+    "The processes of a distributed run disagree: they hold different weights where they must hold the same."
+
+class RankDone(SystemExit):
+    "Raised by `end_distributed` in every process but rank 0: its part of the run is over (exit status 0)."
+
+class ShareCount(Callback):
+    "Count the training items this process sees in each epoch; after the fit, note the last epoch's count."
+    order = 5
+    def before_epoch(self): self.n = 0
+    def after_batch(self):
+        if self.training: self.n += find_bs(self.learn.yb)
+    def after_fit(self):
+        if hasattr(self, 'n'): _shares.append(int(self.n))
+
+def _digest(models):
+    "A hash of the parameters of `models`: DDP keeps them the same in every process (BatchNorm statistics it does not)."
+    h = hashlib.sha256()
+    for m in models:
+        for k,p in get_model(m).named_parameters():
+            h.update(k.encode()); h.update(p.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+def end_distributed(*models:torch.nn.Module, # The trained models: every process must hold the same weights
+                   ) -> None:
+    "After the training, rank 0 goes on alone and the other processes stop here (`RankDone`); one process: nothing."
+    global _solo
+    if not distributed(): return
+    rank,n = rank_distrib(),num_distrib()
+    _init_group(model_device(models[0]) if models else torch.device('cpu'))
+    rows = [None]*n
+    dist.all_gather_object(rows, dict(digest=_digest(models), items=list(_shares)))
+    same = len({r['digest'] for r in rows}) == 1
+    if rank == 0 and (run := current_run()) is not None:
+        run.update(distributed=dict(world_size=n, backend=dist.get_backend(), identical_weights=same,
+                                    train_items_per_rank=[r['items'] for r in rows]))
+    if not same: raise DistributedError(f"the {n} processes ended training with different weights "
+                                        f"({', '.join(r['digest'] for r in rows)}): DDP did not keep them in step")
+    if rank:
+        print(f"process {rank} of {n}: training is over; process 0 evaluates and writes the results", flush=True)
+        raise RankDone(0)
+    _solo = True                  # rank 0 carries on alone; fastai gathers predictions across processes as long as
+    os.environ['WORLD_SIZE'] = '1'   # $WORLD_SIZE says there are several, and the others are gone
+    dist.destroy_process_group()
 
 # %% ../nbs/01_train.ipynb #d379f015
 def _worker(fn, n_threads):

@@ -47,6 +47,7 @@ def bccd_split(root):
 # pytest-xdist hands tests out one at a time in this order, so no long test is left to run alone at the end.
 _SLOW_FIRST = ('test_dessam.py::test_dsb2018_colour',                    # 453 s
                'test_experiments.py::test_demo',                          # 246
+               'test_train_distributed.py::test_every_experiment_runs_on_two_processes',   # 129 (2026-11-30)
                'test_attridet.py::test_bccd_wbc_detected',                # 162
                'test_fewshot_real.py::test_bloodshot_acevedo_to_bccd',    # 154
                'test_bcsam_real.py::test_bcsam_acevedo_bccd',             # 129

@@ -4,7 +4,7 @@ Run through `hemabook.train.launch` (import `train`) or from a shell:
 `python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_worker.py OUT [fastai | METHOD ...]`.
 Each rank writes to OUT: `init{rank}.pth` (its own initial weights), `final{rank}.pth` (its weights after training) and
 `seen{rank}.json` (the sample indices it trained on, one list per epoch); rank 0 also writes the run folder `OUT/run`.
-METHOD (`attridet`, `samed`, `dessam`, `bloodshot`; several run in turn in the same processes) trains that method's
+METHOD (`attridet`, `samed`, `dessam`, `bloodshot`, `wbc_classifier`, `bcsam`; several run in turn in the same processes) trains that method's
 model for one epoch on a bundled sample, writing `init{rank}.pth` and `final{rank}.pth` to `OUT/METHOD`.
 """
 import json, os, sys
@@ -39,17 +39,22 @@ def _seen_cb():
             if self.training: self.seen[-1] += self.xb[0][:, -1].long().tolist()
     return SeenIdx()
 
-def train(out, use_fastai=False):
-    "Train `IdxNet` for `N_EPOCH` epochs with hemabook's `distrib_ctx` (or, `use_fastai`, fastai's own) and record it."
+def train(out, use_fastai=False, auto=False):
+    """Train `IdxNet` for `N_EPOCH` epochs with hemabook's `distrib_ctx` (or, `use_fastai`, fastai's own; or, `auto`, as
+    an experiment notebook does: `fit` alone, then `end_distributed`) and record it."""
     from fastai.losses import CrossEntropyLossFlat
     from fastai.torch_core import rank_distrib
-    from hemabook.train import hb_learner, distrib_ctx, fit
+    from hemabook.runs import open_run, rank_folder
+    from hemabook.train import hb_learner, distrib_ctx, end_distributed, fit
     out, rank = Path(out), rank_distrib()
     torch.manual_seed(100 + rank)      # different initial weights per rank: DDP must start all from rank 0's
     model = IdxNet()
     torch.save(model.state_dict(), out/f'init{rank}.pth')
-    cb = _seen_cb()
-    learn = hb_learner(_dls(), model, loss_func=CrossEntropyLossFlat(), run_dir=out/'run', params={'n_epoch': N_EPOCH},
+    cb,run_dir = _seen_cb(),out/'run'
+    if auto:                           # each process a run folder of its own, as `hemabook run` gives them
+        run_dir = rank_folder(run_dir)
+        open_run('idxnet', run_dir, {'n_epoch': N_EPOCH})
+    learn = hb_learner(_dls(), model, loss_func=CrossEntropyLossFlat(), run_dir=run_dir, params={'n_epoch': N_EPOCH},
                        cbs=cb)
     if use_fastai:   # fastai 2.8.7's own context: expected to fail on the CPU in DistributedDL._broadcast
         if torch.cuda.is_available():   # asked here, not in the parent: it would keep forked processes from using CUDA
@@ -59,9 +64,15 @@ def train(out, use_fastai=False):
             (out/f'fastai{rank}.txt').write_text('ok')
         except Exception as e: (out/f'fastai{rank}.txt').write_text(f'{type(e).__name__}: {e}')
         return
-    with distrib_ctx(learn), learn.no_bar(), learn.no_logging(): fit(learn, N_EPOCH, lr=5e-2)
+    if auto:
+        with learn.no_bar(), learn.no_logging(): fit(learn, N_EPOCH, lr=5e-2)
+    else:
+        with distrib_ctx(learn), learn.no_bar(), learn.no_logging(): fit(learn, N_EPOCH, lr=5e-2)
     torch.save(learn.model.state_dict(), out/f'final{rank}.pth')
     (out/f'seen{rank}.json').write_text(json.dumps(cb.seen))
+    if auto:
+        end_distributed(learn.model)
+        (out/'after_end.txt').write_text(f'rank {rank}')     # only rank 0 gets here
 
 def _method_run(out, make):
     "Build a method's learner with rank-specific initial weights (`make(rank)` → (learner, model)), train one epoch."
@@ -126,13 +137,43 @@ def train_bloodshot(out):
         return fewshot_learner(dls, model, 'aam_consistency', bn_batches=None),model
     _method_run(out, make)
 
-METHODS = dict(attridet=train_attridet, samed=train_samed, dessam=train_dessam, bloodshot=train_bloodshot)
+def train_wbc_classifier(out):
+    "The plain classifier (a timm ResNet through `hb_learner`) on the bundled synthetic WBC folders under DDP."
+    import timm
+    from fastai.vision.all import ImageDataLoaders, Resize, accuracy
+    from hemabook.core import samples_path
+    from hemabook.train import hb_learner
+    def make():
+        root = samples_path('wbc_synth')
+        model = timm.create_model('resnet10t', pretrained=False, num_classes=len([d for d in root.iterdir() if d.is_dir()]))
+        dls = ImageDataLoaders.from_folder(root, valid_pct=0.25, seed=0, item_tfms=Resize(32), bs=8, num_workers=0,
+                                           device='cpu')            # (its seed=0 seeds torch: the model comes first)
+        return hb_learner(dls, model, metrics=accuracy),model
+    _method_run(out, make)
+
+def train_bcsam(out):
+    "BC-SAM stage 1 (a one-class LoRA-free tiny SAM on cell masks, with its warm-up cosine schedule) under DDP."
+    from hemabook.core import samples_path
+    from hemabook.data.core import read_data
+    from hemabook.data.seg import sem_dls
+    from hemabook.bcsam import WarmupCosine, bcsam_seg_model, cell_mask_table
+    from hemabook.samed import samed_learner
+    seg = cell_mask_table(read_data(samples_path('wbc_masks'), 'mask_folder', 'semantic'))
+    def make():
+        model = bcsam_seg_model('tiny', 64)
+        learn = samed_learner(sem_dls(seg, bs=4, sz=64), model)
+        learn.add_cb(WarmupCosine(1))
+        return learn,model
+    _method_run(out, make)
+
+METHODS = dict(attridet=train_attridet, samed=train_samed, dessam=train_dessam, bloodshot=train_bloodshot,
+               wbc_classifier=train_wbc_classifier, bcsam=train_bcsam)
 
 if __name__ == '__main__':
     os.environ.setdefault('HEMABOOK_DEVICE', 'cpu')
     modes = sys.argv[2:]
     if modes and modes[0] in METHODS:
         for m in modes: METHODS[m](Path(sys.argv[1])/m)
-    else: train(sys.argv[1], use_fastai=modes == ['fastai'])
+    else: train(sys.argv[1], use_fastai=modes == ['fastai'], auto=modes == ['auto'])
     import torch.distributed as dist
     if dist.is_initialized(): dist.destroy_process_group()

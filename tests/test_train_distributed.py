@@ -14,6 +14,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import ddp_worker as W
+from conftest import cli
 
 def _check_run(out):
     "Assert what a finished 2-process run in `out` must show."
@@ -66,28 +67,101 @@ def test_torchrun_two_cpu_processes(tmp_path):
     _torchrun(tmp_path)
     _check_run(tmp_path)
 
-@pytest.fixture(scope='module')
-def methods_ddp(tmp_path_factory):
-    "AttriDet, SAMed, DES-SAM and BloodShot, one epoch each on bundled samples, in turn in one 2-process torchrun."
-    out = tmp_path_factory.mktemp('methods_ddp')
-    _torchrun(out, *W.METHODS, timeout=600)
-    return out
+def test_fit_under_torchrun_by_itself(tmp_path):
+    """As in an experiment notebook: plain `fit` under torchrun trains with DDP without `distrib_ctx`, each process in
+    its own run folder (`rank_folder`); `end_distributed` checks the weights, records the run's processes, and stops
+    every process but rank 0, which carries on alone."""
+    _torchrun(tmp_path, 'auto')
+    _check_run(tmp_path)
+    rec = json.loads((tmp_path/'run'/'run.json').read_text())
+    assert rec['distributed'] == dict(world_size=2, backend='gloo', identical_weights=True,
+                                      train_items_per_rank=[[W.N_TRAIN//2], [W.N_TRAIN//2]]), rec.get('distributed')
+    assert (tmp_path/'after_end.txt').read_text() == 'rank 0', "only rank 0 goes on after end_distributed"
+    r1 = tmp_path/'run'/'.ranks'/'rank1'
+    assert (r1/'run.json').exists() and not (r1/'checkpoints').exists() and not (r1/'history.json').exists()
+    assert json.loads((tmp_path/'run'/'params.json').read_text())['processes']['n'] == 2
 
-@pytest.mark.parametrize('method', list(W.METHODS))
-def test_method_trains_under_ddp(methods_ddp, method):
-    """Both ranks start from different weights and end with the same, moved ones. Each method had its own way to fail:
+def test_methods_train_under_ddp(tmp_path):
+    """Each method's model and learner, one epoch on its bundled sample in one 2-process torchrun (the methods in turn):
+    both ranks start from different weights and end with the same, moved ones. Each method had its own way to fail:
     AttriDet's torch `DataLoader`s with `det_collate` were rebuilt by fastai's `DistributedDL` with its own collate (a
     `TypeError` in the loss; hemabook's keeps the collate); SAMed's prompt encoder had weights the prompt-free decode
     never uses, and DDP refuses parameters that get no gradient (they are frozen now); DES-SAM had the same unused
     weights and trained apart without any error (see `hemabook.train.UnusedParams`). BloodShot trains with its
-    rotation-consistency callback, which runs the model a second time in each step."""
-    out = methods_ddp/method
-    init0,init1,fin0,fin1 = [torch.load(out/f'{f}.pth', weights_only=True)
-                             for f in ('init0', 'init1', 'final0', 'final1')]
-    assert any(not torch.equal(init0[k], init1[k]) for k in init0 if init0[k].is_floating_point())
-    for k in fin0: assert torch.equal(fin0[k], fin1[k]), f"rank 0 and rank 1 differ in {k}"
-    moved = sum(not torch.equal(fin0[k], init0[k]) for k in fin0 if fin0[k].is_floating_point())
-    assert moved > sum(v.is_floating_point() for v in fin0.values())//2, "training did not move the weights"
+    rotation-consistency callback, which runs the model a second time in each step; BC-SAM's stage 1 with its own
+    warm-up cosine schedule; the plain classifier is a timm ResNet with BatchNorm. One test, so that one pytest-xdist
+    worker runs the torchrun once."""
+    _torchrun(tmp_path, *W.METHODS, timeout=600)
+    for method in W.METHODS:
+        out = tmp_path/method
+        init0,init1,fin0,fin1 = [torch.load(out/f'{f}.pth', weights_only=True)
+                                 for f in ('init0', 'init1', 'final0', 'final1')]
+        assert any(not torch.equal(init0[k], init1[k]) for k in init0 if init0[k].is_floating_point()), method
+        for k in fin0: assert torch.equal(fin0[k], fin1[k]), f"{method}: rank 0 and rank 1 differ in {k}"
+        moved = sum(not torch.equal(fin0[k], init0[k]) for k in fin0 if fin0[k].is_floating_point())
+        assert moved > sum(v.is_floating_point() for v in fin0.values())//2, f"{method}: training did not move the weights"
+
+# Each experiment's smoke preset, cut to a few epochs: `hemabook run NAME --gpus 2` on the CPU (gloo).
+GPUS2 = dict(wbc_classifier=['EPOCHS', '2'], samed=['EPOCHS', '2'], dessam=['EPOCHS', '2'], attridet=['EPOCHS', '2'],
+             bloodshot=['EPOCHS', '1', 'VARIANTS', 'aam,aam_consistency', 'EPISODES', '10', 'CURVE_EPISODES', '5'],
+             bcsam=['SEG_EPOCHS', '2', 'AE_EPOCHS', '2'])
+SAVED = dict(samed='adapters.safetensors', bcsam='stage1_adapters.safetensors', bloodshot='aam_consistency/embedder.pth')
+
+def _tensors(f):
+    "The tensors of a safetensors or weights-only torch file."
+    if f.suffix == '.safetensors':
+        from safetensors.torch import load_file
+        return load_file(f)
+    return torch.load(f, weights_only=True)
+
+def _check_two_process_run(out, name):
+    "What a finished `hemabook run --gpus 2` (or two nodes of one process) must leave in run folder `out`."
+    rec = json.loads((out/'run.json').read_text())
+    assert rec['status'] == 'ok', rec
+    d = rec.get('distributed')
+    assert d and d['world_size'] == 2 and d['identical_weights'], (name, d)
+    items = d['train_items_per_rank']
+    assert items[0] == items[1] and all(n > 0 for n in items[0]), (name, items)   # every fit split its data in two
+    assert (out/'metrics.json').exists() and (out/f'{name}.ipynb').exists() and list(out.rglob('history.json'))
+    r1 = out/'.ranks'/'rank1'
+    assert json.loads((r1/'run.json').read_text())['status'] == 'ok', name      # its notebook ended at end_distributed
+    assert 'RankDone' in (r1/f'{name}.ipynb').read_text()
+    for pat in ('metrics.json', 'history.json', 'last.pth', '*.png'):            # records and checkpoints: rank 0's only
+        assert not list(r1.rglob(pat)), (name, pat, list(r1.rglob(pat)))
+    if name in SAVED:                                                           # the weights each process saved
+        w0,w1 = _tensors(out/SAVED[name]),_tensors(r1/SAVED[name])
+        assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0), name
+    return rec
+
+def test_every_experiment_runs_on_two_processes(tmp_path):
+    """`hemabook run NAME --gpus 2` for each experiment: torchrun starts two `hemabook run`s, each executes the notebook;
+    they train together, rank 0 writes the run and the other stops at `end_distributed`, its own notebook kept in
+    `.ranks/rank1`. One test, so that one pytest-xdist worker runs them (in turn: never two trainings at once)."""
+    from hemabook.runner import list_experiments
+    assert set(GPUS2) == set(list_experiments()), "every experiment needs its two-process check"
+    for name,kv in GPUS2.items():
+        out = tmp_path/name
+        r = cli('run', name, '--gpus', '2', '--out', out, *[x for i in range(0, len(kv), 2) for x in ('-p', *kv[i:i+2])],
+                timeout=400)
+        assert r.returncode == 0, (name, r.stdout[-3000:] + r.stderr[-3000:])
+        rec = _check_two_process_run(out, name)
+        if name == 'wbc_classifier':
+            n_train,bs = json.loads((out/'metrics.json').read_text())['n_train'],json.loads((out/'params.json').read_text())['batch']
+            n = rec['distributed']['train_items_per_rank'][0][0]       # each its half, in whole batches (drop_last)
+            assert n_train//2 - bs < n <= n_train//2, (n, n_train, bs)
+
+def test_two_nodes_on_loopback(tmp_path):
+    "`--nodes 2`: two `hemabook run` launchers, as on two machines, meet at 127.0.0.1 and train as one 2-process run."
+    from hemabook.train import _free_port
+    port,out = str(_free_port()),tmp_path/'run'
+    args = ['run', 'wbc_classifier', '--nodes', '2', '--gpus', '1', '--master-addr', '127.0.0.1', '--master-port', port,
+            '--out', out, '-p', 'EPOCHS', '2']
+    exe = Path(sys.executable).parent/'hemabook'
+    procs = [subprocess.Popen([str(exe), *map(str, args), '--node-rank', str(r)], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, cwd=tmp_path) for r in (1, 0)]
+    logs = [p.communicate(timeout=300)[0] for p in procs]
+    for p,log in zip(procs, logs): assert p.returncode == 0, log[-3000:]
+    _check_two_process_run(out, 'wbc_classifier')
 
 def test_fastai_distributed_dl_fails_on_cpu(tmp_path):
     "The fastai 2.8.7 bug hemabook works around: its DistributedDL moves the indices to CUDA, even for gloo."
