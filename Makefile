@@ -72,7 +72,7 @@ browser:
 # Re-pin every installed package after a change to the requirements in settings.ini.
 lock: install
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^hemabook' > constraints.tmp
-	(sed -n '1,3p' constraints.txt; cat constraints.tmp) > constraints.txt; rm constraints.tmp
+	(sed -n '1,3p' constraints.txt; cat constraints.tmp) > constraints.new; mv constraints.new constraints.txt; rm constraints.tmp
 
 clean:
 	rm -rf _docs _proc runs .pytest_cache

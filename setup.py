@@ -1,7 +1,9 @@
 "Install hemabook from `settings.ini` (nbdev 2 layout). Reads the ini with configparser only: no pkg_resources."
 from configparser import ConfigParser
 from pathlib import Path
+import shutil
 import setuptools
+from setuptools.command.build_py import build_py
 
 here = Path(__file__).parent
 config = ConfigParser(delimiters=['='])
@@ -18,7 +20,19 @@ requirements = cfg.get('requirements', '').split()
 dev_requirements = cfg.get('dev_requirements', '').split()
 readme = here/'README.md'
 
+class BuildPyWithData(build_py):
+    """Also put the experiment notebooks (nbs/experiments) and the bundled samples (data_samples) into the package, as
+    `hemabook/_experiments` and `hemabook/_samples`: an installed hemabook finds them there, away from the repository.
+    Editable installs read them from the repository and get no copies."""
+    def run(self):
+        super().run()
+        if getattr(self, 'editable_mode', False): return
+        skip = shutil.ignore_patterns('.*', '_*.ipynb', '__pycache__')
+        for src,name in ((here/'nbs'/'experiments', '_experiments'), (here/'data_samples', '_samples')):
+            if src.is_dir(): shutil.copytree(src, Path(self.build_lib)/'hemabook'/name, ignore=skip, dirs_exist_ok=True)
+
 setuptools.setup(
+    cmdclass={'build_py': BuildPyWithData},
     name=cfg['lib_name'],
     version=cfg['version'],
     description=cfg['description'],
@@ -35,7 +49,8 @@ setuptools.setup(
     packages=setuptools.find_packages(include=['hemabook', 'hemabook.*']),
     include_package_data=True,
     install_requires=requirements,
-    extras_require={'dev': dev_requirements, 'xgboost': ['xgboost>=2.0']},   # BC-SAM's optional XGBoost classifier
+    extras_require={'dev': dev_requirements, 'xgboost': ['xgboost>=2.0'],    # BC-SAM's optional XGBoost classifier
+                    'tensorboard': ['tensorboard>=2.14'], 'wandb': ['wandb>=0.16']},   # TRACKER=tensorboard|wandb
     python_requires='>=' + cfg['min_python'],
     zip_safe=False,
     entry_points={'console_scripts': cfg.get('console_scripts', '').split(),

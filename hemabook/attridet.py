@@ -19,7 +19,7 @@ from fastai.learner import Metric
 from fastai.torch_core import get_model
 from fastcore.basics import patch
 
-from .core import ConfigError, DataError, eval_mode, load_image, model_device, set_seed
+from .core import ConfigError, DataError, eval_mode, load_image, model_device, progress, set_seed
 from .data.taxonomy import canonical
 from .data.det import BOX, LA_ATTRS, LA_CLASSES, DetDataset, det_collate, det_dls, show_boxes
 from .detection import (FPN_STRIDES, DetLoss, DetMAP, DetTargets, TimmFPN, coco_map, loss_mode,
@@ -322,7 +322,7 @@ def train_attridet(src:pd.DataFrame,           # Training-domain images, `split`
     return model, fit(learn, epochs, lr)
 
 # %% ../nbs/50_attridet.ipynb #35d4be7d
-def _predict(model, df, classes, sz, bs, kinds):
+def _predict(model, df, classes, sz, bs, kinds, verbose=None):
     "One pass over `df`'s images: a table per kind, 'detect' (the detections) and/or 'gt' (attributes on `df`'s boxes)."
     attrs = list(LA_ATTRS[:model.n_attrs]) if model.attr_head is not None else []
     ds = DetDataset(df[df['label'].isna() | df['label'].isin(classes)], classes, sz, attrs=[])
@@ -330,7 +330,7 @@ def _predict(model, df, classes, sz, bs, kinds):
     dev,rows,k = model_device(model),{k: [] for k in kinds},0
     meta = df.drop_duplicates('path').set_index('path')
     with eval_mode(model):
-        for xb,yb in dl:
+        for xb,yb in progress(dl, desc='batches of images', verbose=verbose):
             xb,outs = xb.to(dev),{}
             if 'detect' in kinds: outs['detect'] = model.detect(xb)
             if 'gt' in kinds:
@@ -367,10 +367,11 @@ def predict_table(model:AttriDet,       # A trained model
                   sz:int=256,           # Side the images are resized to (as in training)
                   bs:int=4,             # Batch size
                   boxes:str='detect',   # 'detect': model's detections; 'gt': the table's boxes (oracle localisation)
+                  verbose:bool|None=None, # Progress bar; None: where someone watches (`hemabook.core.progress`)
                  ) -> pd.DataFrame:     # A row per detection (or box): original-pixel box, `p_<attr>`, 0/1 attributes
     "Run `model` over the images of `df`; a tidy table of its detections (or of attribute predictions on `df`'s boxes)."
     if boxes not in _KINDS: raise ConfigError(f"boxes={boxes!r}: expected 'detect' or 'gt'")
-    return _predict(model, df, classes, sz, bs, (boxes,))[boxes]
+    return _predict(model, df, classes, sz, bs, (boxes,), verbose)[boxes]
 
 # %% ../nbs/50_attridet.ipynb #14ca23fe
 def evaluate_attridet(model:AttriDet,            # A trained model
@@ -379,10 +380,11 @@ def evaluate_attridet(model:AttriDet,            # A trained model
                       sz:int=256,                # Image side, as in training
                       bs:int=4,                  # Batch size
                       min_iou:float=0.5,         # Attribute matching threshold (see `attr_metrics`)
+                      verbose:bool|None=None,    # Progress bar; None: where someone watches (`hemabook.core.progress`)
                      ) -> dict:                  # map50, map, per_class, attrs, attrs_oracle (on gt boxes), dets
     "Detection mAP (pycocotools) and attribute metrics of `model` on `df`, end to end and with ground-truth boxes."
     # one pass for both
-    tabs = _predict(model, df, classes, sz, bs, _KINDS if model.attr_head is not None else ('detect',))
+    tabs = _predict(model, df, classes, sz, bs, _KINDS if model.attr_head is not None else ('detect',), verbose)
     dets = tabs['detect']
     out = coco_map(df, dets, classes) | dict(dets=dets, n_images=int(df['path'].nunique()),
                                              n_cells=int(df['label'].notna().sum()))
@@ -401,8 +403,8 @@ def domain_eval(model:AttriDet,          # A trained model
                ) -> tuple[pd.DataFrame, dict]: # (one row per test domain, {domain: `evaluate_attridet` result})
     "Evaluate `model` on each domain of `df`: mAP@0.5, mAP@0.5:0.95 and mean attribute accuracy/F1 per test domain."
     rows,res = [],{}
-    for dom,g in df.groupby('domain', sort=True):
-        r = res[dom] = evaluate_attridet(model, g, classes, **kwargs)
+    for dom,g in progress(list(df.groupby('domain', sort=True)), desc=f'test domains ({train_domain})'):
+        r = res[dom] = evaluate_attridet(model, g, classes, **{'verbose': False, **kwargs})
         row = dict(train=train_domain, test=dom, n_images=r['n_images'], n_cells=r['n_cells'], map50=r['map50'],
                    map=r['map'])
         if 'attrs' in r:

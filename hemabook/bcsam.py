@@ -17,7 +17,8 @@ from fastai.optimizer import Adam
 from PIL import Image
 from scipy import ndimage
 
-from .core import ConfigError, DataError, eval_mode, load_image, load_json, logger, model_device, save_json
+from .core import (ConfigError, DataError, eval_mode, load_image, load_json, logger, model_device, progress,
+                           save_json)
 from .data.core import note_dropped
 from .data.taxonomy import BCSAM_13, BCSAM_MAP, COMMON_5, bcsam_label, to_common5
 from .train import LRFactorScheduler, hb_learner
@@ -169,6 +170,7 @@ def cell_crops(cache:EmbeddingCache,  # From `extract_cells` (holds `masks`)
                sz:int=128,            # Crop side (the autoencoder's output size)
                pad:int=10,            # Grey border (see `masked_crop`)
                overwrite:bool=False,  # Rebuild even when `crops.npy` matches
+               verbose:bool|None=None, # Progress bar; None: where someone watches (`hemabook.core.progress`)
               ) -> np.ndarray:
     "Write masked crops of every cell in `cache` to `crops.npy` beside it (N×3×sz×sz uint8); empty masks counted."
     f,meta = cache.path/'crops.npy',cache.path/'crops.json'
@@ -183,7 +185,7 @@ def cell_crops(cache:EmbeddingCache,  # From `extract_cells` (holds `masks`)
     mm = np.lib.format.open_memmap(tmp, mode='w+', dtype=np.uint8, shape=(len(cache), 3, sz, sz))
     failed,empty = {d['index'] for d in cache.failed},[]
     S = cache.masks.shape[-1]
-    for i,p in enumerate(cache.paths):
+    for i,p in progress(list(enumerate(cache.paths)), desc='cell crops', verbose=verbose):
         if i in failed: continue
         img,_ = prepare_image(load_image(p), S, cache.config.get('resize', 'square'))
         crop,e = masked_crop(img, np.asarray(cache.masks[i]) > 0, sz, pad)

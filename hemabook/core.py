@@ -13,10 +13,10 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 # %% auto #0
-__all__ = ['logger', 'IMAGE_EXTS', 'HemabookError', 'DataError', 'CheckpointError', 'ConfigError', 'get_device', 'model_device',
-           'eval_mode', 'set_seed', 'repo_root', 'data_path', 'shared_data_path', 'samples_path', 'load_image',
-           'read_image_size', 'show_image', 'show_images', 'jsonable', 'atomic_write', 'save_json', 'load_json',
-           'rel_paths', 'short_list', 'load_tensors']
+__all__ = ['logger', 'IMAGE_EXTS', 'HemabookError', 'DataError', 'CheckpointError', 'ConfigError', 'progress', 'get_device',
+           'model_device', 'eval_mode', 'set_seed', 'repo_root', 'data_path', 'shared_data_path', 'package_path',
+           'samples_path', 'load_image', 'read_image_size', 'show_image', 'show_images', 'jsonable', 'atomic_write',
+           'save_json', 'load_json', 'rel_paths', 'short_list', 'load_tensors']
 
 # %% ../nbs/00_core.ipynb #8c985791
 class HemabookError(Exception):
@@ -44,6 +44,26 @@ logger = logging.getLogger('hemabook')
 if not any(h.get_name() == 'hemabook' for h in logger.handlers):   # once, however often this module is run
     _h = _Print(); _h.set_name('hemabook'); logger.addHandler(_h)
 if logger.level == logging.NOTSET: logger.setLevel(logging.INFO)
+
+# %% ../nbs/00_core.ipynb #66078603
+def _watched() -> bool:
+    "True where a progress bar is seen as it moves: a Jupyter kernel not run by `hemabook run`, or a terminal."
+    if os.environ.get('HEMABOOK_ATTEMPT'): return False         # a kernel `hemabook run` executes
+    ip = sys.modules.get('IPython') and sys.modules['IPython'].get_ipython()
+    if ip is not None and 'IPKernelApp' in getattr(ip, 'config', {}): return True
+    return sys.stderr.isatty()
+
+def progress(it,                     # The iterable to go through
+             total:int|None=None,    # Its length, when `len(it)` does not give it
+             desc:str='',            # What it counts, shown beside the bar
+             verbose:bool|None=None, # Show the bar; None: where someone watches (see above)
+            ):
+    "`it`, with a fastprogress bar while it runs where someone watches; plain `it` elsewhere."
+    if not (_watched() if verbose is None else verbose): return it
+    from fastprogress.fastprogress import progress_bar
+    pb = progress_bar(it, total=total, leave=False)
+    pb.comment = desc
+    return pb
 
 # %% ../nbs/00_core.ipynb #acfe6125
 def _mps_ok() -> bool: return bool(getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available())
@@ -128,10 +148,16 @@ def shared_data_path(*parts:str) -> Path:
     base = repo_root() or Path.cwd()
     return _env_path('HEMABOOK_SHARED_DATA', (base/'..'/'shared'/'data').resolve()).joinpath(*parts)
 
+def package_path(*parts:str) -> Path:
+    "A path inside the installed `hemabook` package (a wheel carries `_experiments/` and `_samples/` there)."
+    return Path(__file__).resolve().parent.joinpath(*parts)
+
 def samples_path(*parts:str) -> Path:
-    "hemabook's generated sample data: `$HEMABOOK_SAMPLES`, default `data_samples/` in the repository."
-    base = repo_root() or Path.cwd()
-    return _env_path('HEMABOOK_SAMPLES', base/'data_samples').joinpath(*parts)
+    "hemabook's sample data: `$HEMABOOK_SAMPLES`, else `data_samples/` in the repository, else the installed copy."
+    if (root := repo_root()) is not None: base = root/'data_samples'
+    elif (p := package_path('_samples')).is_dir(): base = p
+    else: base = Path.cwd()/'data_samples'
+    return _env_path('HEMABOOK_SAMPLES', base).joinpath(*parts)
 
 # %% ../nbs/00_core.ipynb #60381de0
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff')

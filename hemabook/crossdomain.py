@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from .core import ConfigError, logger
+from .core import ConfigError, logger, progress
 
 # %% auto #0
 __all__ = ['CLASSIFIERS', 'make_classifier', 'cross_domain_eval', 'results_table', 'fmt_results', 'majority_rate',
@@ -61,7 +61,7 @@ def cross_domain_eval(X:np.ndarray,     # N×d features (the latents)
                       classifiers=('rf', 'svm_poly', 'svm_rbf', 'mlp', 'logreg'), # Names in `CLASSIFIERS`
                       folds:int=5,      # Stratified folds per source domain (BC-SAM: 5)
                       seed:int=1234,    # Seed of the folds and the classifiers (BC-SAM: 1234)
-                      verbose:bool=True,# Log each fold
+                      verbose:bool|None=None, # Progress bar over the folds; None: where someone watches
                      ) -> tuple[pd.DataFrame, pd.DataFrame]: # (scores by classifier, direction, fold; cell predictions)
     "BC-SAM's protocol both ways: stratified k-fold per source domain; accuracy on held-out folds and the other domain."
     from sklearn.metrics import accuracy_score, balanced_accuracy_score
@@ -71,7 +71,7 @@ def cross_domain_eval(X:np.ndarray,     # N×d features (the latents)
     doms = list(dict.fromkeys(d))
     if len(doms) != 2: raise ConfigError(f"expected two domains, got {doms}")
     for c in classifiers: make_classifier(c)     # unknown names fail before any fitting
-    scores,preds = [],[]
+    scores,preds,jobs = [],[],[]
     for src in doms:
         si = np.flatnonzero(d == src); counts = pd.Series(y[si]).value_counts()
         if counts.max() < folds:
@@ -81,20 +81,20 @@ def cross_domain_eval(X:np.ndarray,     # N×d features (the latents)
                            counts[counts < folds].to_dict())
         tgt = [t for t in doms if t != src][0]; ti = np.flatnonzero(d == tgt)
         skf = StratifiedKFold(folds, shuffle=True, random_state=seed)
-        for k,(tr,te) in enumerate(skf.split(X[si], y[si])):
-            for c in classifiers:
-                clf = make_classifier(c, seed, len(tr),
-                                      y[si[tr]].size and len(set(y[si[tr]]))).fit(X[si[tr]], y[si[tr]])
-                for on,idx in ((src, si[te]), (tgt, ti)):
-                    p = clf.predict(X[idx])
-                    with warnings.catch_warnings():    # predicting a class the target lacks: error here, not warning
-                        warnings.filterwarnings('ignore', 'y_pred contains classes not in y_true')
-                        bal = balanced_accuracy_score(y[idx], p)
-                    scores.append(dict(classifier=c, train_on=src, test_on=on, fold=k, n=len(idx),
-                                       accuracy=accuracy_score(y[idx], p), balanced_accuracy=bal))
-                    preds.append(pd.DataFrame(dict(classifier=c, train_on=src, test_on=on, fold=k, index=idx,
-                                                   true=y[idx], pred=p)))
-            if verbose: logger.info("%s fold %d/%d done", src, k+1, folds)
+        jobs += [(src, si, tgt, ti, k, tr, te) for k,(tr,te) in enumerate(skf.split(X[si], y[si]))]
+    for src,si,tgt,ti,k,tr,te in progress(jobs, desc=f'folds ({len(classifiers)} classifiers each)', verbose=verbose):
+        for c in classifiers:
+            clf = make_classifier(c, seed, len(tr),
+                                  y[si[tr]].size and len(set(y[si[tr]]))).fit(X[si[tr]], y[si[tr]])
+            for on,idx in ((src, si[te]), (tgt, ti)):
+                p = clf.predict(X[idx])
+                with warnings.catch_warnings():    # predicting a class the target lacks: error here, not warning
+                    warnings.filterwarnings('ignore', 'y_pred contains classes not in y_true')
+                    bal = balanced_accuracy_score(y[idx], p)
+                scores.append(dict(classifier=c, train_on=src, test_on=on, fold=k, n=len(idx),
+                                   accuracy=accuracy_score(y[idx], p), balanced_accuracy=bal))
+                preds.append(pd.DataFrame(dict(classifier=c, train_on=src, test_on=on, fold=k, index=idx,
+                                               true=y[idx], pred=p)))
     return pd.DataFrame(scores),pd.concat(preds, ignore_index=True)
 
 # %% ../nbs/03_crossdomain.ipynb #303dfcc2

@@ -18,13 +18,13 @@ from fastai.callback.training import GradientClip
 from fastcore.basics import patch
 from segment_anything.modeling.common import LayerNorm2d
 
-from .core import ConfigError, DataError, eval_mode, load_image, logger, model_device
+from .core import ConfigError, DataError, eval_mode, load_image, logger, model_device, progress
 from .sam.model import build_sam
 from .data.det import DetDataset, det_collate
 from .data.seg import image_tensor, instance_label_image, show_masks
 from .metrics import inst_metrics, inst_table
 from .train import hb_learner
-from .detection import DetLoss, DetMAP, DetTargets, loss_mode, make_detector, map50
+from .detection import DetLoss, DetMAP, DetTargets, coco_ap, loss_mode, make_detector
 
 # %% auto #0
 __all__ = ['DESSAM_WEIGHTS', 'KINDS', 'rgb_to_lab', 'colour_affinity', 'pairwise_loss', 'projection_loss', 'levelset_loss',
@@ -407,6 +407,7 @@ def predict_instances(model:DesSAM|None,  # A trained model; None when only ('gt
                       score_thr:float=.5, # Detections below this score are dropped (DES-SAM's code: 0.55)
                       min_area:int=0,     # `clean_mask`'s area, in original pixels
                       pad:float=0.,       # Masks are cut to their box grown by this fraction
+                      verbose:bool|None=None, # Progress bar; None: where someone watches (`hemabook.core.progress`)
                      ) -> dict:           # {path: {kind: label image, 'dets': (boxes n×4, scores n), original pixels}}
     "Instance label images of every image of `df` for each of `kinds`, from one pass of the model."
     for b,mk in kinds:
@@ -421,7 +422,7 @@ def predict_instances(model:DesSAM|None,  # A trained model; None when only ('gt
     dl = torch.utils.data.DataLoader(ds, batch_size=bs, collate_fn=det_collate)
     dev = model_device(model) if model is not None else torch.device('cpu')
     meta = df.drop_duplicates('path').set_index('path'); out,k = {},0
-    for xb,yb in dl:
+    for xb,yb in progress(dl, desc='batches of images', verbose=verbose):
         xb,runs = xb.to(dev),{}
         for src in {b for b,_ in kinds}:
             if model is None:
@@ -467,7 +468,7 @@ def evaluate_dessam(model:DesSAM|None,      # A trained model (None: only the gr
                     kinds:tuple=KINDS,      # As for `predict_instances`
                     min_area:int=0,         # Predicted instances below this area are removed (DES-SAM: 70 at 1024 px)
                     **kwargs,               # Passed to `predict_instances` (bs, score_thr, pad)
-                   ) -> dict:               # summary (kinds × means), tables {kind: `inst_table`}, box_ap50, preds
+                   ) -> dict:               # summary, tables {kind: `inst_table`}, box_ap50, box_pr50 (curve), preds
     "Nucleus instance metrics (AJI, DQ/SQ/PQ, pixel F1, object Dice) of every kind on `df`'s images, and box AP@0.5."
     gts = gt_labels(df)
     preds = predict_instances(model, df, kinds, min_area=min_area, **kwargs)
@@ -475,14 +476,15 @@ def evaluate_dessam(model:DesSAM|None,      # A trained model (None: only the gr
     tables = {n: inst_table({str(p): inst_metrics(gts[p], preds[p][n], min_area) for p in gts}) for n in names}
     summary = pd.DataFrame({n: t.loc['mean'] for n,t in tables.items()}).T
     summary.index.name = 'masks | boxes'
-    ap = float('nan')
+    ap,pr = float('nan'),pd.DataFrame(columns=['label', 'recall', 'precision', 'cls'])
     if any(b == 'detect' for b,_ in kinds):
         boxes = {p: g[g['label'].notna()][['x0', 'y0', 'x1', 'y1']].to_numpy(float)
                  for p,g in df.groupby('path', sort=False)}
-        ap = map50([(boxes[p], np.zeros(len(boxes[p]), int)) for p in gts],
+        t = coco_ap([(boxes[p], np.zeros(len(boxes[p]), int)) for p in gts],
                     [(preds[p]['dets'][0], preds[p]['dets'][1], np.zeros(len(preds[p]['dets'][1]), int))
-                    for p in gts], 1)
-    return dict(summary=summary, tables=tables, box_ap50=ap, preds=preds)
+                     for p in gts], 1)
+        ap,pr = float(t['ap50'].iloc[0]),t.attrs['pr50'].assign(cls='nucleus')
+    return dict(summary=summary, tables=tables, box_ap50=ap, box_pr50=pr, preds=preds)
 
 # %% ../nbs/60_dessam.ipynb #e3f606b0
 def image_split(df:pd.DataFrame,      # Instance table

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torchvision.ops import roi_align
+from torchvision.ops import box_iou, roi_align
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool, LastLevelP6P7
 from fastai.callback.core import Callback
 from fastai.learner import Metric
@@ -24,7 +24,7 @@ from .train import load_weights
 
 # %% auto #0
 __all__ = ['HEADS', 'FPN_STRIDES', 'TimmFPN', 'make_detector', 'roi_features', 'loss_mode', 'DetLoss', 'DetTargets', 'coco_ap',
-           'map50', 'coco_map', 'DetMAP']
+           'map50', 'coco_map', 'plot_pr', 'det_confusion', 'plot_det_confusion', 'DetMAP']
 
 # %% ../nbs/04_detection.ipynb #402102f2
 HEADS = ('fasterrcnn', 'retinanet', 'fcos')
@@ -181,7 +181,7 @@ def coco_ap(gts:list,       # Per image: `(boxes n×4 xyxy, labels n)`, labels 0
             dets:list,      # Per image, in the same order: `(boxes m×4, scores m, labels m)`
             n_classes:int,  # Classes; labels must be below it
            ) -> pd.DataFrame: # Per class: `n_gt`, `ap50`, `ap` (0.5:0.95); NaN for a class without ground truth
-    "COCO AP of each class by pycocotools, from per-image arrays of ground truth and detections."
+    "COCO AP of each class by pycocotools, from per-image arrays; `.attrs['pr50']`: precision-recall curves at IoU 0.5."
     if len(gts) != len(dets):
         raise ConfigError(f"coco_ap: {len(gts)} ground-truth images but {len(dets)} detection images")
     labels = np.concatenate([np.asarray(x[-1], int).reshape(-1) for x in (*gts, *dets)] or [np.zeros(0, int)])
@@ -190,15 +190,20 @@ def coco_ap(gts:list,       # Per image: `(boxes n×4 xyxy, labels n)`, labels 0
                         f"got {sorted(set(labels.tolist()) - set(range(n_classes)))}")
     n_gt = np.bincount(np.concatenate([np.asarray(l, int).reshape(-1) for _,l in gts] or [np.zeros(0, int)]),
                        minlength=n_classes)
-    E,rows = _coco_eval(gts, dets, n_classes),[]
+    E,rows,pr = _coco_eval(gts, dets, n_classes),[],[]
     for k in range(n_classes):
         n = int(n_gt[k])
         if E is None: ap = ap50 = (0. if n else np.nan)
         else:
             p = E.eval['precision'][:, :, k, 0, -1]   # IoU thresholds × recall points, area 'all', 100 detections
             ap,ap50 = (float(p[p>-1].mean()), float(p[0][p[0]>-1].mean())) if (p>-1).any() else (np.nan, np.nan)
+            if (p[0] > -1).any():                     # COCO's interpolated precision at 101 recall points, IoU 0.5
+                pr.append(pd.DataFrame(dict(label=k, recall=E.params.recThrs, precision=p[0])))
         rows.append(dict(n_gt=n, ap50=ap50, ap=ap))
-    return pd.DataFrame(rows, columns=['n_gt', 'ap50', 'ap'])
+    t = pd.DataFrame(rows, columns=['n_gt', 'ap50', 'ap'])
+    t.attrs['pr50'] = (pd.concat(pr, ignore_index=True) if pr else
+                       pd.DataFrame(columns=['label', 'recall', 'precision']))
+    return t
 
 def map50(gts:list, dets:list, n_classes:int) -> float:
     "mAP@0.5 of `coco_ap`, averaged over the classes with ground truth; NaN when there is none."
@@ -227,8 +232,61 @@ def coco_map(gt:pd.DataFrame,  # Detection tidy table (every image at least once
             out.append((b, g['score'].to_numpy(float), l) if scores else (b, l))
         return out
     t = coco_ap(arrays(gt, False), arrays(det, True), len(classes))
+    pr = t.attrs.pop('pr50').assign(cls=lambda d: [classes[int(k)] for k in d['label']])
     t.insert(0, 'cls', list(classes))
-    return dict(map50=float(t['ap50'].mean()), map=float(t['ap'].mean()), per_class=t)
+    return dict(map50=float(t['ap50'].mean()), map=float(t['ap'].mean()), per_class=t, pr50=pr)
+
+# %% ../nbs/04_detection.ipynb #1655ef2b
+def plot_pr(pr:pd.DataFrame,        # `coco_map(...)['pr50']`: cls, recall, precision
+            ap:pd.DataFrame|None=None, # `coco_map(...)['per_class']`, for the legend's AP@0.5
+            title:str='precision-recall at IoU 0.5', ax=None):
+    "COCO's interpolated precision-recall curve of each class (IoU 0.5); returns the axis."
+    import matplotlib.pyplot as plt
+    if ax is None: _,ax = plt.subplots(figsize=(4.2, 3.6))
+    aps = dict(zip(ap['cls'], ap['ap50'])) if ap is not None else {}
+    for c,g in pr.groupby('cls', sort=False):
+        ok = g['precision'] > -1                     # -1: recall beyond what the detections reach
+        ax.plot(g['recall'][ok], g['precision'][ok], label=f"{c} (AP {aps[c]:.2f})" if c in aps else c)
+    if pr.empty: ax.text(.5, .5, 'no detections', ha='center', va='center', transform=ax.transAxes)
+    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel='recall', ylabel='precision', title=title)
+    if not pr.empty: ax.legend(fontsize=7)
+    return ax
+
+# %% ../nbs/04_detection.ipynb #9bc81d9a
+def det_confusion(gt:pd.DataFrame,      # Detection tidy table (unlabelled rows: images without cells)
+                  det:pd.DataFrame,     # Detections: `path`, `label`, `score` and box columns
+                  classes:list,         # Class names, in report order
+                  iou:float=0.5,        # Least IoU of a match
+                  min_score:float=0.5,  # Detections below this score are left out
+                 ) -> pd.DataFrame:     # Counts: rows true class + 'none' (false detections), columns predicted
+    "Class confusion of a detector: cells and detections matched one to one by IoU; misses, false detections counted."
+    names = list(classes) + ['none']; o2i = {c: i for i,c in enumerate(names)}; n = len(classes)
+    cm = np.zeros((n+1, n+1), int)
+    det = det[det['score'] >= min_score]
+    by_det = dict(list(det.groupby('path', sort=False)))
+    for p,g in gt[gt['label'].notna()].groupby('path', sort=False):
+        d = by_det.pop(p, det.iloc[:0])
+        gl,dl = g['label'].map(o2i).to_numpy(),d['label'].map(o2i).to_numpy()
+        m = box_iou(torch.tensor(g[BOX].to_numpy(float)), torch.tensor(d[BOX].to_numpy(float))).numpy()
+        free_g,free_d = np.ones(len(g), bool),np.ones(len(d), bool)
+        for a,b in zip(*np.unravel_index(np.argsort(-m, axis=None), m.shape)):
+            if m[a, b] < iou: break
+            if free_g[a] and free_d[b]: cm[gl[a], dl[b]] += 1; free_g[a] = free_d[b] = False
+        for a in np.flatnonzero(free_g): cm[gl[a], n] += 1
+        for b in np.flatnonzero(free_d): cm[n, dl[b]] += 1
+    for d in by_det.values():                   # images without any cell
+        for l in d['label'].map(o2i): cm[n, l] += 1
+    return pd.DataFrame(cm, index=pd.Index(names, name='true'), columns=pd.Index(names, name='predicted'))
+
+def plot_det_confusion(cm:pd.DataFrame, title:str='detections', ax=None):
+    "Draw a `det_confusion` table (counts; the 'none' row and column are the false detections and the misses)."
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+    if ax is None: _,ax = plt.subplots(figsize=(0.5*len(cm) + 2.5, 0.5*len(cm) + 2))
+    ConfusionMatrixDisplay(cm.to_numpy(), display_labels=list(cm.index)).plot(
+        ax=ax, cmap='Blues', colorbar=False, xticks_rotation=60, text_kw=dict(fontsize=7))
+    ax.tick_params(labelsize=7); plt.setp(ax.get_xticklabels(), ha='right'); ax.set_title(title, fontsize=9)
+    return ax
 
 # %% ../nbs/04_detection.ipynb #4df4c8a3
 class DetMAP(Metric):

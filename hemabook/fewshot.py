@@ -22,7 +22,7 @@ from fastai.torch_core import get_model
 from PIL import Image
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-from .core import ConfigError, DataError, eval_mode, load_image, logger
+from .core import ConfigError, DataError, eval_mode, load_image, logger, progress
 from .data.core import note_dropped
 from .train import hb_learner, load_weights, PreciseBN
 
@@ -30,8 +30,8 @@ from .train import hb_learner, load_weights, PreciseBN
 __all__ = ['BLOODSHOT_EXCLUDE', 'VARIANTS', 'K_VALUES', 'split_table', 'source_table', 'target_pools', 'CellImages',
            'fewshot_dls', 'create_embedder', 'CosineHead', 'FewShotNet', 'ArcFaceLoss', 'rotate_batch',
            'RotationConsistency', 'fewshot_model', 'fewshot_learner', 'embed_cells', 'prototypes', 'cosine_predict',
-           'cls_metrics', 'draw_support', 'FewShotResult', 'few_shot_eval', 'fewshot_table', 'k_curve', 'plot_k_curve',
-           'predict_classes']
+           'cls_metrics', 'draw_support', 'FewShotResult', 'few_shot_eval', 'fewshot_table', 'k_curve',
+           'plot_confusion', 'plot_k_curve', 'predict_classes']
 
 # %% ../nbs/40_fewshot.ipynb #de80d44d
 BLOODSHOT_EXCLUDE = ('KSC', 'LYA', 'MMZ', 'MOB')   # Matek-19 types with fewer than 30 images, left out by BloodShot
@@ -394,11 +394,12 @@ def few_shot_eval(support_emb:np.ndarray,  # Embeddings of the support pool
                   seed:int=42,             # One generator for all episodes (BloodShot: 42)
                   replace:bool=True,       # Draw supports with replacement (BloodShot) or without
                   normalize:bool=False,    # L2-normalise supports before averaging (BloodShot: raw)
+                  verbose:bool|None=None,  # Progress bar; None: where someone watches (`hemabook.core.progress`)
                  ) -> FewShotResult:
     "k-shot episodes: draw supports, average them into prototypes, label every query by cosine similarity."
     if k < 1 or episodes < 1: raise ConfigError(f"k={k}, episodes={episodes}: both must be at least 1")
     rng,n,rows = np.random.default_rng(seed),len(classes),[]
-    for _ in range(episodes):
+    for _ in progress(range(episodes), desc=f'{k}-shot episodes', verbose=verbose):
         idx = draw_support(support_y, k, rng, n, replace).ravel()
         protos = prototypes(support_emb[idx], np.asarray(support_y)[idx], n, normalize)
         m = cls_metrics(query_y, cosine_predict(query_emb, protos), n)
@@ -432,13 +433,26 @@ def k_curve(support_emb, support_y, query_emb, query_y, classes,
     rows,skipped = [],[k for k in ks if not replace and k > small]
     if skipped: logger.warning("k_curve: skipped k=%s, above the %d images of the smallest support class "
                                "(no replacement)", skipped, small)
-    for k in ks:
-        if k in skipped: continue
-        r = few_shot_eval(support_emb, support_y, query_emb, query_y, classes, k, episodes, replace=replace, **kwargs)
+    for k in progress([k for k in ks if k not in skipped], desc='k'):
+        r = few_shot_eval(support_emb, support_y, query_emb, query_y, classes, k, episodes, replace=replace,
+                          **{'verbose': False, **kwargs})
         rows.append(dict(k=k, **{f'{c}_{s}': float(getattr(r, s)[c])
                                  for c in ('accuracy', 'balanced_accuracy', 'macro_f1') for s in ('mean', 'std')}))
     df = pd.DataFrame(rows); df.attrs['skipped'] = skipped
     return df
+
+# %% ../nbs/40_fewshot.ipynb #0f0c4061
+def plot_confusion(y_true, y_pred, classes:list, title:str='', ax=None):
+    "Row-normalised confusion matrix of class indices `y_pred` against `y_true` (`cls_metrics`'s); returns the axis."
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+    cm = np.asarray(cls_metrics(y_true, y_pred, len(classes))['confusion'], float)
+    cm = cm/np.maximum(cm.sum(1, keepdims=True), 1)
+    if ax is None: _,ax = plt.subplots(figsize=(0.5*len(classes) + 2.5, 0.5*len(classes) + 2))
+    ConfusionMatrixDisplay(cm, display_labels=list(classes)).plot(ax=ax, cmap='Blues', colorbar=False,
+        values_format='.2f', xticks_rotation=60, im_kw=dict(vmin=0, vmax=1), text_kw=dict(fontsize=7))
+    ax.tick_params(labelsize=7); plt.setp(ax.get_xticklabels(), ha='right'); ax.set_title(title, fontsize=9)
+    return ax
 
 # %% ../nbs/40_fewshot.ipynb #638e082b
 def plot_k_curve(curves:dict,                # Name (e.g. loss variant) → `k_curve` table

@@ -12,7 +12,7 @@ import nbformat
 from fastcore.xtras import modified_env
 
 from . import __version__
-from .core import ConfigError, HemabookError, load_json, logger, repo_root, save_json
+from .core import ConfigError, HemabookError, load_json, logger, package_path, repo_root, save_json
 from .runs import RUN_FILE, Run, RunConflict, rank_folder, run_folder
 
 # %% auto #0
@@ -29,12 +29,12 @@ class ExperimentError(HemabookError):
                          f"(executed notebook: {notebook})")
 
 def experiments_path() -> Path:
-    "The folder of experiment notebooks: `$HEMABOOK_EXPERIMENTS`, else the repository's `nbs/experiments`."
-    import os
+    "The experiment notebooks: `$HEMABOOK_EXPERIMENTS`, else the repository's `nbs/experiments`, else the package's."
     if os.environ.get('HEMABOOK_EXPERIMENTS'): p = Path(os.environ['HEMABOOK_EXPERIMENTS']).expanduser()
     elif repo_root() is not None: p = repo_root()/'nbs'/'experiments'
-    else: raise ConfigError("no experiments folder: hemabook is not installed from its repository; "
-                            "set $HEMABOOK_EXPERIMENTS")
+    elif (p := package_path('_experiments')).is_dir(): pass
+    else: raise ConfigError("no experiments folder: this hemabook has neither its repository nor the copy a wheel "
+                            "installs (hemabook/_experiments); set $HEMABOOK_EXPERIMENTS to a folder of them")
     if not p.is_dir(): raise ConfigError(f"experiments folder {p} does not exist")
     return p
 
@@ -158,6 +158,9 @@ def _kernel(kernel):
             f"with `python -m ipykernel install --user --name {kernel}`, or leave --kernel out to use 'hemabook'")
         return kernel
     if 'hemabook' in have: return 'hemabook'
+    if 'python3' in have:     # ipykernel's own: this Python, as after `pip install hemabook`
+        logger.info("Jupyter kernel 'hemabook' is not registered; using 'python3' (%s)", sys.executable)
+        return 'python3'
     logger.warning("Jupyter kernel 'hemabook' is not registered (run `make install`); using the notebook's own kernel")
     return None
 

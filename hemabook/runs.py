@@ -14,8 +14,8 @@ from .core import ConfigError, get_device, jsonable, load_json, logger, save_jso
 from .data.core import find_format
 
 # %% auto #0
-__all__ = ['RUN_FILE', 'IGNORED', 'RunConflict', 'new_run_id', 'rank_folder', 'run_folder', 'settings_diff', 'format_diff', 'Run',
-           'current_run', 'open_run', 'resolve_params', 'check', 'headline', 'history_checks']
+__all__ = ['RUN_FILE', 'IGNORED', 'TRACKERS', 'RunConflict', 'new_run_id', 'rank_folder', 'run_folder', 'settings_diff',
+           'format_diff', 'Run', 'current_run', 'open_run', 'resolve_params', 'check', 'headline', 'history_checks']
 
 # %% ../nbs/00a_runs.ipynb #a6849f9b
 RUN_FILE = 'run.json'
@@ -47,7 +47,8 @@ def run_folder(out:str|Path|None,       # The run folder asked for; None: a new 
     return rank_folder(p, rank)
 
 # %% ../nbs/00a_runs.ipynb #ba7276d0
-IGNORED = ('device',)
+IGNORED = ('device', 'tracker')   # where it runs and where it reports: a run may resume elsewhere
+TRACKERS = ('none', 'tensorboard', 'wandb')
 _MISSING = '<absent>'
 
 def _flat(d, pre=''):
@@ -250,6 +251,7 @@ def resolve_params(ns:dict,                 # The notebook's `globals()`, after 
         if k in params: raise ConfigError(f"preset key {k!r} is also a parameter's name; write it {k.upper()}")
         params[k] = str(p[k]) if isinstance(p.get(k), Path) else p.get(k)
     if 'DEVICE' in names: params['device'] = str(get_device(params['device']))
+    if 'TRACKER' in names: _one_of('TRACKER', params['tracker'], TRACKERS)
     if 'SEED' in names: set_seed(params['seed'])
     _check_data(params, data, preset, bool(p.get('synthetic')))
     return params

@@ -17,7 +17,7 @@ from fastai.optimizer import Adam
 from torchvision.transforms.v2 import functional as TF
 from torchvision.transforms import InterpolationMode
 
-from .core import ConfigError, eval_mode
+from .core import ConfigError, eval_mode, progress
 from .train import LRFactorScheduler, hb_learner
 from .sam.semantic import SemanticSam
 from .data.seg import ct_slice_rgb, image_tensor
@@ -133,6 +133,7 @@ def evaluate_synapse(model:SemanticSam,       # A trained `SemanticSam`
                      spacing=None,            # Voxel spacing for HD95 (z, y, x); None: voxel units, as SAMed
                      empty:str='samed',       # Empty-mask convention (`hemabook.metrics.EMPTY_RULES`)
                      bs:int=8,                # Slices per forward pass
+                     verbose:bool|None=None,  # Progress bar; None: where someone watches (`hemabook.core.progress`)
                     ) -> tuple[pd.DataFrame, dict]: # (per-case and mean table, {case: predicted volume})
     "DSC and HD95 per organ and case on the test volumes of `df`, as SAMed reports them."
     from hemabook.data.seg import load_synapse_item
@@ -143,7 +144,7 @@ def evaluate_synapse(model:SemanticSam,       # A trained `SemanticSam`
     if names and len(names) != model.n_classes:
         raise ConfigError(f"the table has {len(names)} classes but the model {model.n_classes}")
     cases,preds = {},{}
-    for _,r in vols.iterrows():
+    for _,r in progress(list(vols.iterrows()), desc='test volumes', verbose=verbose):
         img,lbl = load_synapse_item(r)
         preds[r['patient']] = pred = predict_volume(model, img, bs)
         cases[r['patient']] = case_metrics(pred, lbl, model.n_classes, spacing, empty)

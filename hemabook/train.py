@@ -26,12 +26,13 @@ import fastai.distributed as fdist
 from . import __version__
 from .core import (CheckpointError, ConfigError, HemabookError, atomic_write, get_device, load_json,
                            load_tensors, logger, model_device, save_json, short_list)
-from .runs import RunConflict, format_diff, current_run, settings_diff
+from .runs import TRACKERS, RunConflict, format_diff, current_run, settings_diff
 
 # %% auto #0
-__all__ = ['hb_learner', 'save_checkpoint', 'load_checkpoint', 'load_weights', 'plot_history', 'RunLogger', 'EpochCheckpoint',
-           'distributed', 'fit', 'precise_bn', 'PreciseBN', 'LRFactorScheduler', 'DistributedDL', 'DistributedTrainer',
-           'UnusedParams', 'distrib_ctx', 'DistributedError', 'RankDone', 'ShareCount', 'end_distributed', 'launch']
+__all__ = ['tracker_cbs', 'hb_learner', 'save_checkpoint', 'load_checkpoint', 'load_weights', 'plot_history', 'RunLogger',
+           'EpochCheckpoint', 'distributed', 'fit', 'precise_bn', 'PreciseBN', 'LRFactorScheduler', 'DistributedDL',
+           'DistributedTrainer', 'UnusedParams', 'distrib_ctx', 'DistributedError', 'RankDone', 'ShareCount',
+           'end_distributed', 'launch']
 
 # %% ../nbs/01_train.ipynb #3b3d51c2
 _AMP = ('auto', 'no', 'fp16', 'bf16')
@@ -65,6 +66,34 @@ def _processes():
     return dict(n=n, batch='per process: a step averages the gradients of n × batch items',
                 lr='as set: not scaled with n')
 
+# %% ../nbs/01_train.ipynb #825d99ee
+def tracker_cbs(tracker:str|None,        # 'tensorboard', 'wandb' or 'none'; None: the open run's `tracker` setting
+                run_dir:Path|str|None,   # The training folder: TensorBoard writes to `run_dir/tensorboard`
+                params:dict|None=None,   # The settings W&B records with the run
+               ) -> list:                # fastai callbacks (empty for 'none')
+    "The fastai callbacks that report training to an experiment tracker; `ConfigError` when its package is missing."
+    run = current_run()
+    if tracker is None: tracker = (run.settings.get('tracker') if run else None) or 'none'
+    if tracker not in TRACKERS: raise ConfigError(f"tracker={tracker!r}: expected one of {', '.join(TRACKERS)}")
+    if tracker == 'none': return []
+    try:
+        if tracker == 'tensorboard': from fastai.callback.tensorboard import TensorBoardCallback
+        else:
+            import wandb
+            from fastai.callback.wandb import WandbCallback
+    except ImportError as e:
+        raise ConfigError(f"tracker={tracker!r} needs the {tracker} package ({e}): pip install 'hemabook[{tracker}]'")
+    if tracker == 'tensorboard':
+        if run_dir is None: raise ConfigError("tracker='tensorboard' needs a run_dir: it writes to run_dir/tensorboard")
+        class TrainStepsOnly(TensorBoardCallback):   # fastai 2.8 logs `train_loss` after validation batches too
+            def after_batch(self):
+                if self.training: super().after_batch()
+        return [TrainStepsOnly(log_dir=str(Path(run_dir)/'tensorboard'), trace_model=False, log_preds=False)]
+    if wandb.run is None and not rank_distrib():
+        wandb.init(project='hemabook', name=run.id if run else None, config=params or {},
+                   dir=str(run_dir) if run_dir is not None else None)
+    return [WandbCallback(log_preds=False, log_model=False)]
+
 # %% ../nbs/01_train.ipynb #b7f2b868
 def hb_learner(dls,                          # fastai `DataLoaders`
                model:torch.nn.Module,        # The model to train
@@ -73,6 +102,7 @@ def hb_learner(dls,                          # fastai `DataLoaders`
                run_dir:Path|str|None=None,   # Folder for params.json, history.json and checkpoints/; None: keep nothing
                params:dict|None=None,        # The run's settings, written to `run_dir/params.json` when given
                mixed_precision:str='auto',   # 'auto' (bf16 or fp16 on CUDA, none elsewhere), 'no', 'fp16' or 'bf16'
+               tracker:str|None=None,        # 'tensorboard', 'wandb' or 'none'; None: the open run's `tracker` setting
                **kwargs,                     # Passed to fastai's `Learner` (opt_func, wd, cbs, ...)
               ) -> Learner:
     "A fastai `Learner` on the right device and precision that logs and checkpoints every epoch into `run_dir`."
@@ -87,6 +117,7 @@ def hb_learner(dls,                          # fastai `DataLoaders`
         learn.run_dir.mkdir(parents=True, exist_ok=True)   # every process: notebooks save their models beside the run
         if params is not None and not rank_distrib(): _save_params(learn.run_dir, params)
         learn.add_cbs([RunLogger(learn.run_dir), EpochCheckpoint(learn.run_dir)])
+    learn.add_cbs(tracker_cbs(tracker, learn.run_dir, params))
     return learn
 
 # %% ../nbs/01_train.ipynb #25c1e602
