@@ -185,7 +185,7 @@ def cell_crops(cache:EmbeddingCache,  # From `extract_cells` (holds `masks`)
     mm = np.lib.format.open_memmap(tmp, mode='w+', dtype=np.uint8, shape=(len(cache), 3, sz, sz))
     failed,empty = {d['index'] for d in cache.failed},[]
     S = cache.masks.shape[-1]
-    for i,p in progress(list(enumerate(cache.paths)), desc='cell crops', verbose=verbose):
+    for i,p in progress(enumerate(cache.paths), len(cache.paths), 'cell crops', verbose):
         if i in failed: continue
         img,_ = prepare_image(load_image(p), S, cache.config.get('resize', 'square'))
         crop,e = masked_crop(img, np.asarray(cache.masks[i]) > 0, sz, pad)

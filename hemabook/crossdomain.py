@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .core import ConfigError, logger, progress
+from .metrics import plot_confusion_matrix
 
 # %% auto #0
 __all__ = ['CLASSIFIERS', 'make_classifier', 'cross_domain_eval', 'results_table', 'fmt_results', 'majority_rate',
@@ -129,17 +130,13 @@ def majority_rate(labels) -> float:
 def plot_confusion(preds:pd.DataFrame, classifier:str, train_on:str, test_on:str, classes=None, ax=None):
     "Row-normalised confusion matrix of `cross_domain_eval` predictions, pooled over folds; returns the axis."
     import matplotlib.pyplot as plt
-    from sklearn.metrics import ConfusionMatrixDisplay
+    from sklearn.metrics import confusion_matrix
     p = preds[(preds.classifier == classifier) & (preds.train_on == train_on) & (preds.test_on == test_on)]
     if p.empty: raise ConfigError(f"no predictions of {classifier!r} trained on {train_on!r}, tested on {test_on!r}")
     classes = list(classes or dict.fromkeys(sorted(set(p.true) | set(p.pred))))
     if ax is None: _,ax = plt.subplots(figsize=(0.5*len(classes) + 2, 0.5*len(classes) + 1.5))
-    ConfusionMatrixDisplay.from_predictions(p.true, p.pred, labels=classes, normalize='true', ax=ax, cmap='Blues',
-                                            colorbar=False, values_format='.2f', xticks_rotation=60,
-                                            im_kw=dict(vmin=0, vmax=1), text_kw=dict(fontsize=7))
-    ax.tick_params(labelsize=7); plt.setp(ax.get_xticklabels(), ha='right')
-    ax.set_xlabel('predicted'); ax.set_ylabel('true'); ax.set_title(f'{classifier}: {train_on} → {test_on}', fontsize=9)
-    return ax
+    return plot_confusion_matrix(confusion_matrix(p.true, p.pred, labels=classes, normalize='true'), classes,
+                                 f'{classifier}: {train_on} → {test_on}', ax=ax, rates=True)
 
 def plot_umap(Z:np.ndarray, labels, domains, seed:int=1234, n_neighbors:int=15, figsize=(9, 4)):
     "UMAP of the latents `Z`, coloured by domain (left) and by class (right); returns the figure."

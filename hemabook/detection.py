@@ -20,6 +20,7 @@ from fastai.torch_core import to_device
 
 from .core import ConfigError, DataError, model_device
 from .data.det import BOX
+from .metrics import plot_confusion_matrix
 from .train import load_weights
 
 # %% auto #0
@@ -280,13 +281,7 @@ def det_confusion(gt:pd.DataFrame,      # Detection tidy table (unlabelled rows:
 
 def plot_det_confusion(cm:pd.DataFrame, title:str='detections', ax=None):
     "Draw a `det_confusion` table (counts; the 'none' row and column are the false detections and the misses)."
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import ConfusionMatrixDisplay
-    if ax is None: _,ax = plt.subplots(figsize=(0.5*len(cm) + 2.5, 0.5*len(cm) + 2))
-    ConfusionMatrixDisplay(cm.to_numpy(), display_labels=list(cm.index)).plot(
-        ax=ax, cmap='Blues', colorbar=False, xticks_rotation=60, text_kw=dict(fontsize=7))
-    ax.tick_params(labelsize=7); plt.setp(ax.get_xticklabels(), ha='right'); ax.set_title(title, fontsize=9)
-    return ax
+    return plot_confusion_matrix(cm.to_numpy(), list(cm.index), title, ax=ax)
 
 # %% ../nbs/04_detection.ipynb #4df4c8a3
 class DetMAP(Metric):

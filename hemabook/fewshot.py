@@ -24,6 +24,7 @@ from sklearn.metrics import balanced_accuracy_score, confusion_matrix, precision
 
 from .core import ConfigError, DataError, eval_mode, load_image, logger, progress
 from .data.core import note_dropped
+from .metrics import plot_confusion_matrix
 from .train import hb_learner, load_weights, PreciseBN
 
 # %% auto #0
@@ -444,15 +445,8 @@ def k_curve(support_emb, support_y, query_emb, query_y, classes,
 # %% ../nbs/40_fewshot.ipynb #0f0c4061
 def plot_confusion(y_true, y_pred, classes:list, title:str='', ax=None):
     "Row-normalised confusion matrix of class indices `y_pred` against `y_true` (`cls_metrics`'s); returns the axis."
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import ConfusionMatrixDisplay
     cm = np.asarray(cls_metrics(y_true, y_pred, len(classes))['confusion'], float)
-    cm = cm/np.maximum(cm.sum(1, keepdims=True), 1)
-    if ax is None: _,ax = plt.subplots(figsize=(0.5*len(classes) + 2.5, 0.5*len(classes) + 2))
-    ConfusionMatrixDisplay(cm, display_labels=list(classes)).plot(ax=ax, cmap='Blues', colorbar=False,
-        values_format='.2f', xticks_rotation=60, im_kw=dict(vmin=0, vmax=1), text_kw=dict(fontsize=7))
-    ax.tick_params(labelsize=7); plt.setp(ax.get_xticklabels(), ha='right'); ax.set_title(title, fontsize=9)
-    return ax
+    return plot_confusion_matrix(cm/np.maximum(cm.sum(1, keepdims=True), 1), classes, title, ax=ax, rates=True)
 
 # %% ../nbs/40_fewshot.ipynb #638e082b
 def plot_k_curve(curves:dict,                # Name (e.g. loss variant) → `k_curve` table

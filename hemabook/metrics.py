@@ -14,7 +14,7 @@ from .core import DataError, ConfigError
 
 # %% auto #0
 __all__ = ['EMPTY_RULES', 'INST_METRICS', 'dice', 'hd95', 'case_metrics', 'metrics_table', 'fmt_table', 'overlaps', 'drop_small',
-           'inst_metrics', 'inst_table']
+           'inst_metrics', 'inst_table', 'plot_confusion_matrix']
 
 # %% ../nbs/02_metrics.ipynb #90e3c3a5
 def _pair(pred, gt):
@@ -227,3 +227,23 @@ def inst_table(results:dict,   # {image name: `inst_metrics` result}
     df.loc['mean'] = mean
     df.index.name = 'image'
     return df
+
+# %% ../nbs/02_metrics.ipynb #549535b7
+def plot_confusion_matrix(cm,                    # K×K counts, or row-normalised rates
+                          labels:list,           # Class names of the rows and columns
+                          title:str='',          # Title over the matrix
+                          ax=None,               # Axis to draw on; None: a new figure sized to K
+                          rates:bool|None=None,  # Show rates on a fixed 0–1 scale; None: when `cm` is not integer
+                         ):
+    "Draw a confusion matrix (rows true, columns predicted) in one style for all of hemabook; returns the axis."
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+    cm = np.asarray(cm)
+    if rates is None: rates = not np.issubdtype(cm.dtype, np.integer)
+    if ax is None: _,ax = plt.subplots(figsize=(0.5*len(labels) + 2.5, 0.5*len(labels) + 2))
+    kw = dict(values_format='.2f', im_kw=dict(vmin=0, vmax=1)) if rates else {}
+    ConfusionMatrixDisplay(cm, display_labels=list(labels)).plot(ax=ax, cmap='Blues', colorbar=False,
+                                                                 xticks_rotation=60, text_kw=dict(fontsize=7), **kw)
+    ax.tick_params(labelsize=7); plt.setp(ax.get_xticklabels(), ha='right')
+    ax.set_xlabel('predicted'); ax.set_ylabel('true'); ax.set_title(title, fontsize=9)
+    return ax

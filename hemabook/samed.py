@@ -144,7 +144,7 @@ def evaluate_synapse(model:SemanticSam,       # A trained `SemanticSam`
     if names and len(names) != model.n_classes:
         raise ConfigError(f"the table has {len(names)} classes but the model {model.n_classes}")
     cases,preds = {},{}
-    for _,r in progress(list(vols.iterrows()), desc='test volumes', verbose=verbose):
+    for _,r in progress(vols.iterrows(), len(vols), 'test volumes', verbose):
         img,lbl = load_synapse_item(r)
         preds[r['patient']] = pred = predict_volume(model, img, bs)
         cases[r['patient']] = case_metrics(pred, lbl, model.n_classes, spacing, empty)

@@ -364,9 +364,9 @@ def fit(learn:Learner,        # A learner, usually from `hb_learner`
     if n_epoch < 1: raise ConfigError(f"n_epoch={n_epoch}: expected at least 1 epoch")
     rd = getattr(learn, 'run_dir', None)
     path,start = (Path(rd)/'checkpoints'/'last.pth' if rd is not None else None),0
-    ddp = distributed()
-    if ddp: _init_group(model_device(learn.model))
-    ckpt = _resume_state(path, n_epoch, model_device(learn.model), ddp) if resume and path is not None else None
+    ddp,dev = distributed(),model_device(learn.model)
+    if ddp: _init_group(dev)
+    ckpt = _resume_state(path, n_epoch, dev, ddp) if resume and path is not None else None
     if ckpt is not None:
         _apply_ckpt(learn, ckpt, path)
         if 'torch_rng' in ckpt: torch.set_rng_state(ckpt['torch_rng'].cpu())
