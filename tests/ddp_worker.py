@@ -4,6 +4,7 @@ Run through `hemabook.train.launch` (import `train`) or from a shell:
 `python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_worker.py OUT [fastai | METHOD ...]`.
 Each rank writes to OUT: `init{rank}.pth` (its own initial weights), `final{rank}.pth` (its weights after training) and
 `seen{rank}.json` (the sample indices it trained on, one list per epoch); rank 0 also writes the run folder `OUT/run`.
+`embed [EXTRA]` runs `embed_images` in the two processes (see `embed`).
 METHOD (`attridet`, `samed`, `dessam`, `bloodshot`, `wbc_classifier`, `bcsam`; several run in turn in the same processes) trains that method's
 model for one epoch on a bundled sample, writing `init{rank}.pth` and `final{rank}.pth` to `OUT/METHOD`.
 """
@@ -166,13 +167,54 @@ def train_bcsam(out):
         return learn,model
     _method_run(out, make)
 
+def embed_paths():
+    "The images `embed` encodes: 22 of the bundled synthetic WBC crops (6 batches of 4; the last round half full)."
+    from hemabook.core import samples_path
+    return sorted(str(f) for f in samples_path('wbc_synth').rglob('*.png'))[:22]
+
+def embed_engine():
+    "A tiny random SAM encoder (the same weights in every process) in a CPU engine of 4 images a batch."
+    from hemabook.sam.embed import EmbeddingEngine
+    from hemabook.sam.model import build_encoder
+    torch.manual_seed(0)
+    enc = build_encoder('tiny', 64)
+    with torch.no_grad():                  # SAM starts its position embedding at zero: give the images' places a mark
+        enc.pos_embed.normal_(0, 0.5)
+    return EmbeddingEngine(enc, 'cpu', bs=4, num_workers=0)
+
+def dark_masks(emb, x):
+    "A per-image array for the cache to store beside the embeddings: the dark pixels of the input."
+    return (x.float().mean(1) < 128).to(torch.uint8)
+
+def embed(out, extra=None):
+    """`embed_images` in a process group (joined here, gloo): writes `embed{rank}.json` with what the process got back
+    (or the error it stopped with) and how many images it encoded itself. `extra`: a path inserted at index 13 (in process 1's share of the second round)."""
+    import torch.distributed as dist
+    from fastai.torch_core import rank_distrib
+    from hemabook.sam.embed import embed_images
+    dist.init_process_group('gloo')
+    rank,paths = rank_distrib(),embed_paths()
+    if extra: paths.insert(13, extra)
+    eng,encoded = embed_engine(),[]
+    encode = eng.encode
+    def counted(x, *args):
+        encoded.append(len(x)); return encode(x, *args)
+    eng.encode = counted
+    try:
+        c = embed_images(paths, eng, out/'cache', pre_neck=True, masks=dark_masks, verbose=False)
+        rec = dict(n=None if c is None else len(c), path=None if c is None else str(c.path))
+    except Exception as e: rec = dict(error=f'{type(e).__name__}: {e}')
+    rec['encoded'] = sum(encoded)
+    (out/f'embed{rank}.json').write_text(json.dumps(rec))
+
 METHODS = dict(attridet=train_attridet, samed=train_samed, dessam=train_dessam, bloodshot=train_bloodshot,
                wbc_classifier=train_wbc_classifier, bcsam=train_bcsam)
 
 if __name__ == '__main__':
     os.environ.setdefault('HEMABOOK_DEVICE', 'cpu')
     modes = sys.argv[2:]
-    if modes and modes[0] in METHODS:
+    if modes and modes[0] == 'embed': embed(Path(sys.argv[1]), *modes[1:])
+    elif modes and modes[0] in METHODS:
         for m in modes: METHODS[m](Path(sys.argv[1])/m)
     else: train(sys.argv[1], use_fastai=modes == ['fastai'], auto=modes == ['auto'])
     import torch.distributed as dist

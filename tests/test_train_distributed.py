@@ -8,6 +8,7 @@ processes forked from it could not use CUDA, which would break these tests on a 
 import json, os, subprocess, sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -101,9 +102,38 @@ def test_methods_train_under_ddp(tmp_path):
         moved = sum(not torch.equal(fin0[k], init0[k]) for k in fin0 if fin0[k].is_floating_point())
         assert moved > sum(v.is_floating_point() for v in fin0.values())//2, f"{method}: training did not move the weights"
 
+def test_embed_images_split_over_two_processes(tmp_path):
+    """`embed_images` in a 2-process group finishes a cache one process began: each process encodes its batch of each
+    round, process 0 stores them in order, and the cache equals one written by a single process. Process 1, on the same
+    machine, gets the same cache back. An unreadable image in process 1's share stops both with the `DataError` naming
+    it, after everything before it is stored (resumable)."""
+    from hemabook.sam.embed import EmbeddingCache, embed_images
+    paths,eng,kw = W.embed_paths(),W.embed_engine(),dict(pre_neck=True, masks=W.dark_masks, verbose=False)
+    ref = embed_images(paths, eng, tmp_path/'ref', **kw)
+    class Stop(Exception): pass
+    def stop(done, n):
+        if done == 8: raise Stop
+    with pytest.raises(Stop): embed_images(paths, eng, tmp_path/'cache', on_batch=stop, **kw)
+    _torchrun(tmp_path, 'embed')
+    recs = [json.loads((tmp_path/f'embed{r}.json').read_text()) for r in (0, 1)]
+    # rows 8–21 were left: rounds of 2 × 4 from row 8, so process 0 encodes 8–11 and 16–19, process 1 12–15 and 20–21
+    assert recs[0] == dict(n=22, path=str(tmp_path/'cache'), encoded=8), recs
+    assert recs[1] == dict(n=22, path=str(tmp_path/'cache'), encoded=6), recs
+    got = EmbeddingCache(tmp_path/'cache')
+    assert got.paths == ref.paths and got.failed == []
+    assert np.array_equal(got.masks, ref.masks)
+    for k in ('emb', 'pre'):    # other thread counts may round differently in the last float16 bit
+        np.testing.assert_allclose(got.arrays[k].astype(np.float32), ref.arrays[k].astype(np.float32), rtol=1e-2, atol=1e-3)
+    bad = tmp_path/'bad'; bad.mkdir(); (bad/'broken.png').write_bytes(b'not an image')
+    _torchrun(bad, 'embed', str(bad/'broken.png'))
+    for r in (0, 1):
+        err = json.loads((bad/f'embed{r}.json').read_text()).get('error', '')
+        assert err.startswith('DataError') and 'broken.png' in err, (r, err)
+    assert json.loads((bad/'cache'/'progress.json').read_text())['done'] == 12   # rounds 1 and process 0's half of 2
+
 # Each experiment's smoke preset, cut to a few epochs: `hemabook run NAME --gpus 2` on the CPU (gloo).
 GPUS2 = dict(wbc_classifier=['EPOCHS', '2'], samed=['EPOCHS', '2'], dessam=['EPOCHS', '2'], attridet=['EPOCHS', '2'],
-             bloodshot=['EPOCHS', '1', 'VARIANTS', 'aam,aam_consistency', 'EPISODES', '10', 'CURVE_EPISODES', '5'],
+             bloodshot=['EPOCHS', '1', 'VARIANTS', 'aam_consistency', 'EPISODES', '10', 'CURVE_EPISODES', '5'],
              bcsam=['SEG_EPOCHS', '2', 'AE_EPOCHS', '2'])
 SAVED = dict(samed='adapters.safetensors', bcsam='stage1_adapters.safetensors', bloodshot='aam_consistency/embedder.pth')
 
@@ -126,7 +156,7 @@ def _check_two_process_run(out, name):
     r1 = out/'.ranks'/'rank1'
     assert json.loads((r1/'run.json').read_text())['status'] == 'ok', name      # its notebook ended at end_distributed
     assert 'RankDone' in (r1/f'{name}.ipynb').read_text()
-    for pat in ('metrics.json', 'history.json', 'last.pth', '*.png'):            # records and checkpoints: rank 0's only
+    for pat in ('metrics.json', 'history.json', 'last.pth', '*.png', 'index.json'):   # records, checkpoints, caches: rank 0's
         assert not list(r1.rglob(pat)), (name, pat, list(r1.rglob(pat)))
     if name in SAVED:                                                           # the weights each process saved
         w0,w1 = _tensors(out/SAVED[name]),_tensors(r1/SAVED[name])

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from fastcore.basics import patch
 from PIL import Image
@@ -20,7 +21,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from tqdm.auto import tqdm
 from segment_anything.modeling import ImageEncoderViT
 
-from ..core import ConfigError, DataError, get_device, load_image, load_json, logger, save_json
+from ..core import ConfigError, DataError, HemabookError, get_device, load_image, load_json, logger, save_json
 from .model import attention_form, resolve_norm, use_fast_attention
 
 # %% auto #0
@@ -337,6 +338,15 @@ def _start(d, paths, cfg, shapes, dtype, overwrite):
 # %% ../../nbs/22_sam_embed.ipynb #d74ac8d8
 def _lists(batch): return tuple(list(t) for t in zip(*batch))    # collate for raw items: no stacking
 
+def _encode_batch(engine, batch, paths, pre_neck, masks, dtype, errors):
+    "One DataLoader batch of the files `paths` encoded: (name → tensor on the device, error messages)."
+    x,hw,errs = batch
+    if engine.decode == 'device': x,hw,errs = engine.load((x, hw, errs), paths, errors)
+    emb,pre = engine.encode(x, hw, pre_neck, getattr(torch, dtype))
+    res = dict(emb=emb, **(dict(pre=pre) if pre_neck else {}))
+    if masks is not None: res['masks'] = masks(emb, x.to(engine.device))
+    return res,list(errs)
+
 def _run(engine, d, idx, prog, pre_neck, masks, dtype, errors, verbose, on_batch):
     "Encode the images of the cache at `d` not done yet; a writer thread stores each batch, in order."
     paths,done,failed = idx['paths'],prog['done'],prog['failed']
@@ -357,18 +367,74 @@ def _run(engine, d, idx, prog, pre_neck, masks, dtype, errors, verbose, on_batch
                 nonlocal done
                 done = pending.popleft().result(); pbar.update(done - pbar.n)
                 if on_batch is not None: on_batch(done, len(paths))
-            for x,hw,errs in it:
+            for batch in it:
                 k = start - prog['done']
-                if raw: x,hw,errs = engine.load((x, hw, errs), todo[k:k + len(errs)], errors)
-                emb,pre = engine.encode(x, hw, pre_neck, getattr(torch, dtype))
-                res = dict(emb=emb, **(dict(pre=pre) if pre_neck else {}))
-                if masks is not None: res['masks'] = masks(emb, x.to(engine.device))
+                res,errs = _encode_batch(engine, batch, todo[k:k + len(batch[2])], pre_neck, masks, dtype, errors)
                 pending.append(writer.submit(store, start, _to_host(res), errs)); start += len(errs)
                 while len(pending) > lag: finish()
             while pending: finish()
     finally:   # stop the workers now, not whenever an exception's reference cycle is collected (maybe in a fork)
         if hasattr(it, '_shutdown_workers'): it._shutdown_workers()
     return failed
+
+# %% ../../nbs/22_sam_embed.ipynb #ad3a0c9d
+def _process_group():
+    "(rank, number of processes) of the initialised `torch.distributed` group when it has several, else None."
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2: return None
+    return dist.get_rank(),dist.get_world_size()
+
+
+def _run_ranks(engine, d, paths, cfg, shapes, dtype, overwrite, pre_neck, masks, errors, verbose, on_batch):
+    "`embed_images` in a process group: rounds of one batch per process; process 0 stores them in order."
+    "Returns (the failed images on process 0, else None; process 0's cache folder)."
+    rank,n = _process_group()
+    mine = [None]*n
+    dist.all_gather_object(mine, (len(paths), cfg))
+    if any(m != mine[0] for m in mine):
+        counts = '; '.join(f'process {r}: {m[0]} images' for r,m in enumerate(mine))
+        raise ConfigError(f"{d}: the {n} processes of embed_images disagree on the number of images or the "
+                          f"configuration ({counts}): give each the same paths and the same trained encoder")
+    state = [None, None, str(d.resolve())]
+    if rank == 0:
+        try: idx,prog = _start(d, paths, cfg, shapes, dtype, overwrite); state[0],failed = prog['done'],prog['failed']
+        except (HemabookError, OSError) as e: state[1] = e
+    dist.broadcast_object_list(state, src=0)
+    done,err,home = state
+    if err is not None: raise err
+    N,bs,raw = len(paths),engine.bs,engine.decode == 'device'
+    starts = list(range(done, N, n*bs))                                  # each round's first row
+    rows = [i for s in starts for i in range(s + rank*bs, min(s + (rank+1)*bs, N))]
+    dl = DataLoader(ImageFiles([paths[i] for i in rows], engine.sz, engine.resize, engine.draft, errors, raw=raw),
+                    batch_size=bs, num_workers=engine.num_workers, collate_fn=_lists if raw else None)
+    it = iter(dl)
+    try:
+        with tqdm(total=N, initial=done, disable=not verbose or rank > 0, desc=f'embedding ({n} processes)',
+                  unit='img') as pbar:
+            for s in starts:
+                mine = s + rank*bs
+                try:
+                    out = None
+                    if mine < N:
+                        batch = next(it)
+                        res,errs = _encode_batch(engine, batch, paths[mine:mine + bs], pre_neck, masks, dtype, errors)
+                        out = {k: v.cpu().numpy() for k,v in res.items()},errs
+                except Exception as e: out = e                       # every process must reach the gather
+                got = [None]*n if rank == 0 else None
+                dist.gather_object(out, got, dst=0)
+                status = [None]
+                if rank == 0:
+                    try:
+                        for r,o in enumerate(got):                   # in process order: row order
+                            if isinstance(o, BaseException): raise o
+                            if o is not None: _store(d, idx, s + r*bs, *o, failed)
+                        pbar.update(min(s + n*bs, N) - pbar.n)
+                        if on_batch is not None: on_batch(min(s + n*bs, N), N)
+                    except Exception as e: status[0] = e
+                dist.broadcast_object_list(status, src=0)
+                if status[0] is not None: raise status[0]
+    finally:
+        if hasattr(it, '_shutdown_workers'): it._shutdown_workers()
+    return (failed if rank == 0 else None),Path(home)
 
 # %% ../../nbs/22_sam_embed.ipynb #0d1bce3b
 class EmbeddingCache:
@@ -418,7 +484,7 @@ def embed_images(paths:list,                 # Image files (any `load_image` for
                  overwrite:bool=False,       # Start afresh even if `cache_dir` holds a cache
                  verbose:bool=True,          # Show a progress bar
                  on_batch=None,              # Called as `on_batch(done, n)` after each batch is on disk
-                ) -> EmbeddingCache:         # The finished cache
+                ) -> EmbeddingCache|None:    # The finished cache (None: see "In several processes" above)
     "Encode the images at `paths` with `engine` into a resumable, memory-mapped cache in `cache_dir`."
     if dtype not in ('float16', 'float32'): raise ConfigError(f"dtype={dtype!r}: expected 'float16' or 'float32'")
     if errors not in ('raise', 'skip'): raise ConfigError(f"errors={errors!r}: expected 'raise' or 'skip'")
@@ -429,9 +495,15 @@ def embed_images(paths:list,                 # Image files (any `load_image` for
     if pre_neck: shapes['pre'] = (e.patch_embed.proj.out_channels, g, g)
     mname = None if masks is None else getattr(masks, '__qualname__', type(masks).__name__)
     cfg = dict(engine.config(), dtype=dtype, pre_neck=pre_neck, masks=mname)
-    idx,prog = _start(d, paths, cfg, shapes, dtype, overwrite)
-    failed = prog['failed']
-    if prog['done'] < len(paths): failed = _run(engine, d, idx, prog, pre_neck, masks, dtype, errors, verbose, on_batch)
+    if _process_group() is not None:                 # several processes: split the images, process 0 writes
+        failed,home = _run_ranks(engine, d, paths, cfg, shapes, dtype, overwrite, pre_neck, masks, errors, verbose,
+                                 on_batch)
+        if failed is None: return EmbeddingCache(home) if (home/'index.json').exists() else None
+    else:
+        idx,prog = _start(d, paths, cfg, shapes, dtype, overwrite)
+        failed = prog['failed']
+        if prog['done'] < len(paths):
+            failed = _run(engine, d, idx, prog, pre_neck, masks, dtype, errors, verbose, on_batch)
     if failed: logger.warning("%s: %d of %d images could not be read and are NaN in the cache (see .failed): %s",
                               d, len(failed), len(paths), failed[0]['error'])
     return EmbeddingCache(d)
