@@ -527,7 +527,7 @@ def show_teacher_student(model:DesSAM,     # A model
     h,w = img.shape[:2]; sz = model.sz; b = np.asarray(boxes, float).reshape(-1, 4)
     x = image_tensor(img, sz)[None]                  # bilinear, as `DetDataset` feeds training
     d = model.detect(x.to(model_device(model)),
-                     [torch.as_tensor(b*[sz/w, sz/h]*2, dtype=torch.float32, device=model_device(model))],
+                     [torch.as_tensor(b*[sz/w, sz/h, sz/w, sz/h], dtype=torch.float32, device=model_device(model))],
                      ('student', 'teacher'))[0]
     ls = {'boxes': box_labels(b, (h, w)), 'teacher': instance_labels(d['teacher_logits'], b, (h, w)),
           'student': instance_labels(d['mask_logits'], b, (h, w))}

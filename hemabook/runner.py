@@ -17,7 +17,8 @@ from .runs import RUN_FILE, Run, RunConflict, rank_folder, run_folder
 
 # %% auto #0
 __all__ = ['ExperimentError', 'experiments_path', 'list_experiments', 'experiment_params', 'parse_value', 'check_params',
-           'RunInterrupted', 'ipc_kernels', 'run_experiment', 'summary_table', 'run_demo', 'launch_command', 'main']
+           'RunInterrupted', 'ipc_kernels', 'absolute_paths', 'run_experiment', 'summary_table', 'run_demo',
+           'launch_command', 'main']
 
 # %% ../nbs/90_runner.ipynb #200beac8
 class ExperimentError(HemabookError):
@@ -211,6 +212,17 @@ def _opened(out, token):
     rec = load_json(f)
     return rec if (rec.get('attempts') or [{}])[-1].get('token') == token else None
 
+_IN_DATA_DIR = ('IMAGES_DIR', 'COCO_JSON')   # paths inside DATA_DIR, not where the command runs
+
+def absolute_paths(params:dict,        # Parameter → value, checked (`check_params`)
+                   cwd:str|Path|None=None, # Where relative paths are from; None: the current directory
+                  ) -> dict:
+    "`params` with the relative paths of its path parameters (`*_DIR`, `*CHECKPOINT`, `WEIGHTS`) made absolute."
+    cwd = Path(cwd or os.getcwd())
+    def path_param(k): return k not in _IN_DATA_DIR and k.endswith(('_DIR', 'CHECKPOINT', 'WEIGHTS'))
+    return {k: str((cwd/v).resolve()) if path_param(k) and isinstance(v, str) and v and not Path(v).is_absolute()
+            else v for k,v in params.items()}
+
 def _close(out, rec, tmp, nb, status, seconds, error=None):
     "Put the executed notebook in place, stamped with the run id, and record how the attempt ended."
     if tmp.exists():
@@ -238,7 +250,7 @@ def run_experiment(name:str,                  # Experiment name (notebook stem)
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
     nb = _find(name, path)
-    params = check_params(name, params or {}, path)
+    params = absolute_paths(check_params(name, params or {}, path))   # the notebook runs in the run folder
     kernel = _kernel(kernel)
     base = run_folder(out, name, runs, rank=0).resolve()
     params['OUT_DIR'] = str(base)

@@ -252,6 +252,8 @@ def resolve_params(ns:dict,                 # The notebook's `globals()`, after 
         params[k] = str(p[k]) if isinstance(p.get(k), Path) else p.get(k)
     if 'DEVICE' in names: params['device'] = str(get_device(params['device']))
     if 'TRACKER' in names: _one_of('TRACKER', params['tracker'], TRACKERS)
+    if (n := params.get('max_steps')) is not None and n < 1:
+        raise ConfigError(f"MAX_STEPS={n}: expected at least 1 batch (a dry run), or None to train fully")
     if 'SEED' in names: set_seed(params['seed'])
     _check_data(params, data, preset, bool(p.get('synthetic')))
     return params
@@ -272,6 +274,10 @@ def save_metrics(self:Run,
                 ) -> Path:
     "Write `metrics` with the run id, `headline` and `warnings` to the run folder, print them, mark the run 'ok'."
     ws = [str(w) for w in warnings]
+    if (n := self.settings.get('max_steps')) is not None:           # a dry run (`MAX_STEPS`): say so everywhere
+        ws.insert(0, f"dry run: every training stopped after MAX_STEPS={n} batches; the results mean nothing")
+        metrics = {**metrics, 'dry_run': dict(max_steps=n)}
+        if headline: headline = {**headline, 'dry_run': True, 'text': f"DRY RUN (MAX_STEPS={n}): {headline['text']}"}
     if headline: print(headline['text'])
     for w in ws: print(f"WARNING: {w}")
     p = save_json({'run_id': self.id, **metrics, **({'headline': headline} if headline else {}), 'warnings': ws},

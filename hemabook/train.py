@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from fastcore.foundation import L
 from fastcore.xtras import modified_env
-from fastai.callback.core import Callback
+from fastai.callback.core import Callback, CancelFitException, CancelTrainException, CancelValidException
 from fastai.callback.progress import ProgressCallback
 from fastai.callback.schedule import ParamScheduler
 import fastai.callback.fp16, fastai.callback.schedule   # patch `to_fp16`, `to_bf16` and `fit_one_cycle` onto `Learner`
@@ -30,9 +30,9 @@ from .runs import TRACKERS, RunConflict, format_diff, current_run, settings_diff
 
 # %% auto #0
 __all__ = ['tracker_cbs', 'hb_learner', 'save_checkpoint', 'load_checkpoint', 'load_weights', 'plot_history', 'RunLogger',
-           'EpochCheckpoint', 'distributed', 'fit', 'precise_bn', 'PreciseBN', 'LRFactorScheduler', 'DistributedDL',
-           'DistributedTrainer', 'UnusedParams', 'distrib_ctx', 'DistributedError', 'RankDone', 'ShareCount',
-           'end_distributed', 'launch']
+           'EpochCheckpoint', 'distributed', 'MaxSteps', 'fit', 'precise_bn', 'PreciseBN', 'LRFactorScheduler',
+           'DistributedDL', 'DistributedTrainer', 'UnusedParams', 'distrib_ctx', 'DistributedError', 'RankDone',
+           'ShareCount', 'end_distributed', 'launch']
 
 # %% ../nbs/01_train.ipynb #3b3d51c2
 _AMP = ('auto', 'no', 'fp16', 'bf16')
@@ -252,7 +252,7 @@ def _recorder_row(learn):
     return {n: v for n,v in zip(list(rec.metric_names)[1:], list(rec.log)[1:]) if n!='time'}
 
 # %% ../nbs/01_train.ipynb #ff81f370
-_NOT_METRICS = ('epoch', 'train_loss', 'valid_loss', 'time_s', 'run_id')
+_NOT_METRICS = ('epoch', 'train_loss', 'valid_loss', 'time_s', 'items_per_s', 'gpu_peak_gib', 'run_id')
 
 def plot_history(rows:list,              # `history.json` rows
                  metric:str|None=None,   # The metric to draw beside the losses; None: the rows' first other number
@@ -291,10 +291,23 @@ class RunLogger(_EpochEnd):
 
     def before_fit(self):
         if self.path is not None and self.path.exists(): self.rows = load_json(self.path)
+        dev = model_device(self.learn.model)
+        self._cuda = dev if dev.type == 'cuda' else None
+
+    def before_epoch(self):
+        super().before_epoch()
+        if self._cuda is not None: torch.cuda.reset_peak_memory_stats(self._cuda)
+    def before_train(self): self._n,self._tt = 0,time.time()
+    def after_batch(self):
+        if self.training: self._n += find_bs(self.learn.yb)
+    def after_train(self):
+        super().after_train(); self._tt = time.time() - self._tt
 
     def epoch_done(self):
         run = current_run()
         row = {'epoch': int(self.epoch), **_recorder_row(self.learn), 'time_s': round(time.time()-self._t0, 3),
+               'items_per_s': round(self._n/max(self._tt, 1e-9), 2),
+               **({'gpu_peak_gib': round(torch.cuda.max_memory_allocated(self._cuda)/2**30, 3)} if self._cuda else {}),
                **({'run_id': run.id} if run else {})}
         self.rows = [r for r in self.rows if r.get('epoch', -1) < row['epoch']] + [row]
         if self.path is None or rank_distrib(): return
@@ -352,16 +365,36 @@ def _resume_state(path, n_epoch, device, ddp):
     if err is not None: raise err
     return ckpt
 
+# %% ../nbs/01_train.ipynb #42e1c746
+class MaxSteps(Callback):
+    "A dry run: train `n` batches, validate `n` batches, record the epoch, end the fit."
+    order = 99                       # after `RunLogger` and `EpochCheckpoint` have recorded the epoch
+    def __init__(self, n:int): self.n = n
+    def before_train(self): self.k = 0
+    def before_validate(self): self.k = 0
+    def after_batch(self):
+        self.k += 1
+        if self.k >= self.n: raise CancelTrainException() if self.training else CancelValidException()
+    # fastai's `Recorder` drops the losses and metrics of a cancelled phase; these are over the batches that ran
+    def after_cancel_train(self): self.learn.recorder.cancel_train = False
+    def after_cancel_validate(self): self.learn.recorder.cancel_valid = False
+    def after_epoch(self): raise CancelFitException()
+
 # %% ../nbs/01_train.ipynb #3f06156d
 def fit(learn:Learner,        # A learner, usually from `hb_learner`
         n_epoch:int,          # Number of epochs of the whole run
         lr:float|None=None,   # Peak (one-cycle) or constant learning rate; None: fastai's `defaults.lr`
         resume:bool=True,     # Continue from `run_dir/checkpoints/last.pth` when it exists
         one_cycle:bool=True,  # One-cycle schedule (`fit_one_cycle`); False: constant rate (`Learner.fit`)
+        max_steps:int|None=None, # A dry run of this many batches (see `MaxSteps`); None: the open run's `max_steps`
         **kwargs,             # Passed to fastai's `fit_one_cycle` or `fit` (cbs, wd, ...)
        ) -> dict:             # The last epoch's history row
     "Train `learn` for `n_epoch` epochs, resuming from the run's last checkpoint; returns the last epoch's history row."
     if n_epoch < 1: raise ConfigError(f"n_epoch={n_epoch}: expected at least 1 epoch")
+    if max_steps is None and (run := current_run()) is not None: max_steps = run.settings.get('max_steps')
+    if max_steps is not None:
+        if max_steps < 1: raise ConfigError(f"max_steps={max_steps}: expected at least 1 batch, or None")
+        kwargs['cbs'],resume = L(kwargs.get('cbs')) + [MaxSteps(max_steps)],False   # a dry run always starts afresh
     rd = getattr(learn, 'run_dir', None)
     path,start = (Path(rd)/'checkpoints'/'last.pth' if rd is not None else None),0
     ddp,dev = distributed(),model_device(learn.model)

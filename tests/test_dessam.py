@@ -42,3 +42,15 @@ def test_dsb2018_colour(shared_data, tmp_path):
     # On the detections the gain is smaller and noisier (+0.005 to +0.064 over the same ten runs): the student must not
     # be clearly worse than the boxes there.
     assert s['student | detections']['aji'] > s['box | detections']['aji'] - 0.02, (s['student | detections'], s['box | detections'])
+
+
+def test_teacher_student_picture_on_a_non_square_image():
+    """`show_teacher_student` scales the boxes to the model's input per axis (the `full` preset's picture failed here with
+    a broadcasting error: only a SAM checkpoint draws it in the experiment)."""
+    import matplotlib; matplotlib.use('Agg')
+    import numpy as np
+    from hemabook.dessam import dessam_model, show_teacher_student
+    m = dessam_model('tiny', 64, fpn_channels=16).eval()
+    img = np.random.default_rng(0).integers(0, 255, (90, 150, 3), dtype=np.uint8)
+    axs = show_teacher_student(m, img, [[10, 10, 40, 50], [60, 20, 120, 80]])
+    assert [a.get_title() for a in axs] == ['boxes (2)', 'teacher (2)', 'student (2)']
