@@ -54,7 +54,7 @@ def experiment_params(w: Path, cpu: bool) -> dict:
 
 def run_one(name, params, n, steps, out, device, timeout):
     "`hemabook run NAME` as a dry run on `n` processes; the records of each training folder, or the error."
-    args = [str(Path(sys.executable).parent/'hemabook'), 'run', name, '--out', str(out)]
+    args = [sys.executable, '-m', 'hemabook', 'run', name, '--out', str(out)]   # works without the console script
     if n > 1: args += ['--gpus', str(n)]
     for k,v in {**params, 'PRESET': 'full', 'MAX_STEPS': steps, 'DEVICE': device}.items(): args += ['-p', k, str(v)]
     t0 = time.time()

@@ -12,9 +12,9 @@ cd "$(dirname "$0")"
 if [ -n "${DRY:-}" ]; then
     ATT="--device cpu --sizes 128 --encoder-bs 2 --bs 1 --block-grid 16 --seconds 0.3"; BIG=128
     TRAIN="--device cpu --arch tiny --size 128 --bs 2 --steps 2"; EMB="--device cpu --arch tiny --sizes 128 64 --n 8"
-    COMP="--device cpu --sizes 128 --encoder-bs 2 --seconds 0.3"
+    COMP="--device cpu --sizes 128 --encoder-bs 2 --seconds 0.3"; FULL="--cpu-check --names wbc_classifier --steps 1"
 else
-    ATT=""; BIG=1024; TRAIN=""; EMB="--sizes 1024 224 --n 128 1024"; COMP="--sizes 1024 --encoder-bs 16"
+    ATT=""; BIG=1024; TRAIN=""; EMB="--sizes 1024 224 --n 128 1024"; COMP="--sizes 1024 --encoder-bs 16"; FULL="--steps 5"
 fi
 log() { tee -a "$OUT/log.txt"; }
 nvidia-smi --query-gpu=name,driver_version,memory.used,utilization.gpu --format=csv 2>&1 | log
@@ -43,4 +43,6 @@ timeout 120 $PY sam_embed.py $EMB --rounds 1 --draft --stages --attention "$FORM
 echo "== whole encoder, compiled" | log
 timeout 130 $PY sam_attention.py $COMP --parts encoder --compile --forms "$FORM" \
     --out "$OUT/sam_attention_compiled.json" 2>&1 | log
+echo "== full presets: dry runs at paper batch sizes, peak GPU memory and items/s (needs papermill + ipykernel)" | log
+timeout 420 $PY full_presets.py $FULL --out "$OUT/full_presets.json" 2>&1 | log
 echo "== done" | log

@@ -355,6 +355,13 @@ def _parser():
     s = sub.add_parser('samples', help='regenerate the bundled sample data')
     s.add_argument('--out', help='folder (default data_samples/ in the repository)')
     sub.add_parser('formats', help='list the data formats hemabook reads').add_argument('--task', help='only this task')
+    q = sub.add_parser('predict', help="apply a run's trained model to images (see hemabook.predict)")
+    q.add_argument('run_dir', help='a run folder holding model.json (written when the experiment trained its model)')
+    q.add_argument('inputs', nargs='+', help='image files, folders (searched recursively) or glob patterns')
+    q.add_argument('--out', required=True, help='folder for the predictions')
+    q.add_argument('--device', help="'cpu', 'cuda', 'cuda:1', 'mps' (default: the best available)")
+    q.add_argument('--bs', type=int, default=32, help='images per batch (default 32)')
+    q.add_argument('--no-overlays', action='store_true', help='write the tables only, no pictures')
     return p
 
 # %% ../nbs/90_runner.ipynb #c3592165
@@ -441,6 +448,15 @@ def _cmd_samples(a):
     return 0
 
 # %% ../nbs/90_runner.ipynb #31bcf31d
+def _cmd_predict(a):
+    "`hemabook predict RUN_DIR INPUT... --out DIR`: the run's model on the images; tables and pictures in DIR."
+    from hemabook.predict import load_run
+    pred = load_run(a.run_dir, a.device)
+    res = pred.predict(a.inputs, bs=a.bs, verbose=sys.stderr.isatty())
+    files = pred.write(res, a.out, overlays=not a.no_overlays)
+    print(res.attrs['summary']); print(f"wrote {', '.join(str(f) for f in files)}")
+    return 0
+
 def _cmd_formats(a):
     "Print the registered data formats (`hemabook.data.core.formats`), by task, with their layouts."
     from hemabook.data.core import formats
@@ -458,7 +474,7 @@ def main(argv:list[str]|None=None) -> int:
     "The `hemabook` command line; returns the exit status."
     a = _parser().parse_args(argv)
     try: return dict(list=_cmd_list, run=_cmd_run, demo=_cmd_demo, samples=_cmd_samples,
-                    formats=_cmd_formats)[a.cmd](a)
+                    formats=_cmd_formats, predict=_cmd_predict)[a.cmd](a)
     except ExperimentError as e:
         if e.ename in _hb_errors():
             print(f"error: {e.evalue}" + (f" (executed notebook: {e.notebook})" if e.notebook else ''), file=sys.stderr)

@@ -1,0 +1,54 @@
+"""`hemabook predict` on a run folder that `hemabook run` trained: the model is rebuilt from its card alone, and on the
+run's own validation images gives the probabilities the experiment recorded."""
+import json, re
+
+import pandas as pd
+import pytest
+
+from conftest import cli, REPO
+
+
+@pytest.fixture(scope='module')
+def wbc_run(tmp_path_factory):
+    "The plain classifier's smoke preset, cut to 3 epochs: a run folder with a model card."
+    out = tmp_path_factory.mktemp('wbc')/'run'
+    r = cli('run', 'wbc_classifier', '--out', out, '-p', 'EPOCHS', '3', timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return out
+
+
+def test_predict_reproduces_the_runs_validation(wbc_run, tmp_path):
+    card = json.loads((wbc_run/'model.json').read_text())
+    assert card['format'] == 'hemabook.model/1' and card['experiment'] == 'wbc_classifier'
+    ref = pd.read_csv(wbc_run/'predictions.csv')              # what the experiment's learner gave on its valid set
+    r = cli('predict', wbc_run, *ref.file, '--out', tmp_path/'pred', '--device', 'cpu', cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert re.search(rf"^{len(ref)} images in [\d.]+ s \([\d.]+ images/s\) on cpu$", r.stdout, re.M), r.stdout
+    got = pd.read_csv(tmp_path/'pred'/'predictions.csv')
+    assert list(got.file) == list(ref.file)
+    assert list(got.predicted) == list(ref.predicted)
+    probs = [c for c in ref.columns if c.startswith('p_')]
+    assert probs == [c for c in got.columns if c.startswith('p_')] and len(probs) == len(card['classes'])
+    assert (got[probs] - ref[probs]).abs().to_numpy().max() < 1e-4
+    assert (tmp_path/'pred'/'gallery.png').stat().st_size > 1000
+
+
+def test_predict_takes_folders_and_globs(wbc_run, tmp_path):
+    r = cli('predict', wbc_run, REPO/'data_samples'/'wbc_synth'/'basophil', str(REPO/'data_samples'/'wbc_synth'/'*'/'*_0000.png'),
+            '--out', tmp_path, '--no-overlays')
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    got = pd.read_csv(tmp_path/'predictions.csv')
+    n_baso = len(list((REPO/'data_samples'/'wbc_synth'/'basophil').glob('*.png')))
+    n_first = len(list((REPO/'data_samples'/'wbc_synth').glob('*/*_0000.png')))
+    assert len(got) == n_baso + n_first - 1                   # basophil_0000.png once
+    assert not (tmp_path/'gallery.png').exists()
+
+
+def test_predict_refuses_what_it_cannot_use(wbc_run, tmp_path):
+    r = cli('predict', tmp_path, REPO/'data_samples'/'wbc_synth', '--out', tmp_path/'p')
+    assert r.returncode != 0 and 'no model.json' in r.stderr, r.stderr[-2000:]
+    r = cli('predict', wbc_run, tmp_path/'missing.png', '--out', tmp_path/'p')
+    assert r.returncode != 0 and 'missing.png: no such file or folder' in r.stderr, r.stderr[-2000:]
+    (tmp_path/'broken.png').write_bytes(b'not an image')
+    r = cli('predict', wbc_run, tmp_path/'broken.png', '--out', tmp_path/'p')
+    assert r.returncode != 0 and 'broken.png' in r.stderr and 'Traceback' not in r.stderr, r.stderr[-2000:]
