@@ -51,7 +51,9 @@ _SLOW_FIRST = ('test_dessam.py::test_dsb2018_colour',                    # 453 s
                'test_attridet.py::test_bccd_wbc_detected',                # 162
                'test_fewshot_real.py::test_bloodshot_acevedo_to_bccd',    # 154
                'test_bcsam_real.py::test_bcsam_acevedo_bccd',             # 129
-               'test_attridet.py::test_attributes_learned_on_generated_smears')  # 128
+               'test_attridet.py::test_attributes_learned_on_generated_smears',  # 128
+               *(f'test_full_presets.py::test_full_preset_dry_run[{n}]'        # 25-60 each (2026-12-01)
+                 for n in ('bcsam', 'bloodshot', 'attridet', 'dessam', 'samed')))
 
 def pytest_collection_modifyitems(config, items):
     "Run the known long tests first; the rest keep their order."
