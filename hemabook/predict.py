@@ -14,8 +14,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from . import __version__
-from .core import (CheckpointError, ConfigError, DataError, IMAGE_EXTS, get_device, load_image, load_json,
-                           logger, progress, save_json, short_list)
+from .core import (CheckpointError, ConfigError, DataError, IMAGE_EXTS, atomic_write, get_device, load_image,
+                           load_json, progress, save_json, short_list)
 from .runs import current_run
 
 # %% auto #0
@@ -36,10 +36,9 @@ def save_model(run_dir:str|Path,           # The run folder
                **spec,                     # What rebuilds the model and its preprocessing: arch, image_size, classes...
               ) -> Path:                   # The card's path
     "Write `model`'s weights (safetensors) and the model card `model.json` that `load_run` rebuilds it from."
-    d = Path(run_dir); d.mkdir(parents=True, exist_ok=True)
+    d = Path(run_dir)
     sd = {k: v.detach().cpu().clone().contiguous() for k,v in model.state_dict().items()}
-    tmp = d/f'.{weights}.tmp'
-    save_file(sd, str(tmp)); tmp.replace(d/weights)
+    with atomic_write(d/weights) as tmp: save_file(sd, str(tmp))
     run = current_run()
     card = dict(format=CARD_FORMAT, experiment=experiment, task=task, weights=weights, hemabook_version=__version__,
                 run_id=run.id if run else None, **spec)

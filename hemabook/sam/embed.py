@@ -388,10 +388,10 @@ def _run_ranks(engine, d, paths, cfg, shapes, dtype, overwrite, pre_neck, masks,
     "`embed_images` in a process group: rounds of one batch per process; process 0 stores them in order."
     "Returns (the failed images on process 0, else None; process 0's cache folder)."
     rank,n = _process_group()
-    mine = [None]*n
-    dist.all_gather_object(mine, (len(paths), cfg))
-    if any(m != mine[0] for m in mine):
-        counts = '; '.join(f'process {r}: {m[0]} images' for r,m in enumerate(mine))
+    each = [None]*n                                          # (images, configuration) of every process
+    dist.all_gather_object(each, (len(paths), cfg))
+    if any(m != each[0] for m in each):
+        counts = '; '.join(f'process {r}: {m[0]} images' for r,m in enumerate(each))
         raise ConfigError(f"{d}: the {n} processes of embed_images disagree on the number of images or the "
                           f"configuration ({counts}): give each the same paths and the same trained encoder")
     state = [None, None, str(d.resolve())]
