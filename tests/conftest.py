@@ -1,7 +1,9 @@
 "Shared fixtures: the repository root, the `hemabook` console script, and the real data beside the repository."
-import os, subprocess, sys
+import json, os, subprocess, sys
 from pathlib import Path
+from types import SimpleNamespace
 import pytest
+from filelock import FileLock
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -23,6 +25,20 @@ def cli(*args, cwd=None, env=None, timeout=600):
     exe = Path(sys.executable).parent/'hemabook'
     return subprocess.run([str(exe), *map(str, args)], cwd=cwd or REPO, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
+
+@pytest.fixture(scope='session')
+def demo_runs(tmp_path_factory, worker_id):
+    """`hemabook demo`'s folder (one run folder per experiment's smoke preset) and its result (returncode, stdout,
+    stderr), made once per pytest session and shared by the pytest-xdist workers: the first to ask runs the demo, the
+    others wait for it (a file lock in the folder the workers' temporary folders share). Tests only read it."""
+    root = tmp_path_factory.getbasetemp()
+    if worker_id != 'master': root = root.parent
+    out,done = root/'demo',root/'demo_result.json'
+    with FileLock(str(root/'demo.lock')):
+        if not done.exists():
+            r = cli('demo', '--out', out, timeout=1200)
+            done.write_text(json.dumps(dict(returncode=r.returncode, stdout=r.stdout, stderr=r.stderr)))
+    return out, SimpleNamespace(**json.loads(done.read_text()))
 
 @pytest.fixture(scope='session')
 def shared_data():

@@ -4,14 +4,10 @@ import json
 import pytest
 from conftest import REPO, cli
 
-def _demo(tmp_path):
-    out = tmp_path/'demo'
-    return out, cli('demo', '--out', out, timeout=1200)
-
-def test_demo(tmp_path):
-    "One test, so that one pytest-xdist worker runs the demo once (a shared fixture ran it once per worker)."
-    demo = _demo(tmp_path)
-    _demo_runs_every_experiment(demo); _wbc_classifier_learns(demo); _bcsam_smoke(demo); _bloodshot_smoke(demo); _attridet_smoke(demo); _dessam_smoke(demo)
+def test_demo(demo_runs):
+    "The demo (conftest's `demo_runs`: run once, shared with the tests that use its run folders) and each smoke run."
+    _demo_runs_every_experiment(demo_runs); _wbc_classifier_learns(demo_runs); _bcsam_smoke(demo_runs)
+    _bloodshot_smoke(demo_runs); _attridet_smoke(demo_runs); _dessam_smoke(demo_runs)
 
 def _demo_runs_every_experiment(demo):
     out,r = demo

@@ -9,12 +9,11 @@ from conftest import cli, REPO
 
 
 @pytest.fixture(scope='module')
-def wbc_run(tmp_path_factory):
-    "The plain classifier's smoke preset, cut to 3 epochs: a run folder with a model card."
-    out = tmp_path_factory.mktemp('wbc')/'run'
-    r = cli('run', 'wbc_classifier', '--out', out, '-p', 'EPOCHS', '3', timeout=300)
+def wbc_run(demo_runs):
+    "The demo's plain classifier (its smoke preset): a run folder with a model card."
+    out,r = demo_runs
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return out
+    return out/'wbc_classifier'
 
 
 def test_predict_reproduces_the_runs_validation(wbc_run, tmp_path):
