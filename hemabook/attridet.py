@@ -4,7 +4,7 @@
 
 # %% ../nbs/50_attridet.ipynb #eef57605
 from __future__ import annotations
-import math
+import math, time
 from pathlib import Path
 
 import numpy as np
@@ -19,17 +19,19 @@ from fastai.learner import Metric
 from fastai.torch_core import get_model
 from fastcore.basics import patch
 
-from .core import ConfigError, DataError, eval_mode, load_image, model_device, progress, set_seed
+from .core import ConfigError, DataError, eval_mode, load_image, model_device, progress, save_json, set_seed
 from .data.taxonomy import canonical
 from .data.det import BOX, LA_ATTRS, LA_CLASSES, DetDataset, det_collate, det_dls, show_boxes
 from .detection import (FPN_STRIDES, DetLoss, DetMAP, DetTargets, TimmFPN, coco_map, loss_mode,
                                 make_detector, roi_features)
 from .train import PreciseBN, fit, hb_learner
+from .predict import Predictor, image_inputs, image_table, load_model_weights, save_model, summary
 
 # %% auto #0
 __all__ = ['LA_LABELS', 'ATTR_TAGS', 'patient_split', 'AttrHead', 'asl_loss', 'AttriDet', 'attr_metrics', 'AttrAcc',
            'attridet_learner', 'grad_reverse', 'DomainHead', 'DomainAdversarial', 'train_attridet', 'predict_table',
-           'evaluate_attridet', 'domain_eval', 'domain_matrix', 'show_attri_dets', 'plot_domains']
+           'evaluate_attridet', 'domain_eval', 'domain_matrix', 'show_attri_dets', 'plot_domains', 'save_attridet',
+           'AttriDetPredictor']
 
 # %% ../nbs/50_attridet.ipynb #85c31348
 # hemabook's labels of the 14 classes, in LeukemiaAttri's id order
@@ -120,6 +122,9 @@ class AttriDet(nn.Module):
         self.attr_head = AttrHead(ch, n_attrs, **akw) if n_attrs else None
         self.domain_head = DomainHead(self.backbone.channels[-1]) if uda else None
         self.n_classes,self.n_attrs,self.head_name = n_classes,n_attrs,head
+        # what rebuilds this model around saved weights (`save_attridet`, `AttriDetPredictor`); not the weights file
+        self.config = dict(n_attrs=n_attrs, backbone=backbone, head=head, sz=sz, fpn_channels=fpn_channels,
+                           attr_strides=list(attr_strides), attr_kw=akw, uda=uda, **kwargs)
 
     def forward(self, images:torch.Tensor, targets:list|None=None):
         "Training: the loss dict. Eval with targets: losses (eval-mode normalisation) + detections; alone: detections."
@@ -456,3 +461,78 @@ def plot_domains(long:pd.DataFrame,           # Rows of `domain_eval`, several t
         ax.set_ylabel(v); ax.set_ylim(0, 1); ax.grid(axis='y', alpha=.3)
     plt.tight_layout()
     return axs
+
+# %% ../nbs/50_attridet.ipynb #42cb691a
+def save_attridet(run_dir:str|Path,   # The run folder (or a variant's folder in it)
+                  model:AttriDet,     # The trained model
+                  classes:list,       # Class names in the model's label order
+                  **spec,             # Anything else for the card (e.g. train_domain, variant)
+                 ) -> Path:           # The card's path
+    "Write `model` and the card that rebuilds it (`hemabook.predict.save_model`) for `AttriDetPredictor`."
+    return save_model(run_dir, model, 'attridet', 'detection', classes=list(classes),
+                      attrs=list(LA_ATTRS[:model.n_attrs]) if model.attr_head is not None else [],
+                      config=model.config, **spec)
+
+# %% ../nbs/50_attridet.ipynb #ad43e660
+class AttriDetPredictor(Predictor):
+    "An AttriDet detector from its run folder: boxes, classes and, where it has an attribute head, cell attributes."
+    min_score = 0.5         # Detections drawn on the overlays
+
+    def build(self):
+        c = self.card
+        return load_model_weights(AttriDet(len(c['classes']), **c['config']), self.run_dir/c['weights'])
+
+    def predict(self, inputs, bs:int=8, verbose:bool=True) -> pd.DataFrame:
+        "One row per detection (every image's, above the detector's own score threshold), boxes in image pixels."
+        files,t0 = image_inputs(inputs),time.time()
+        imgs = image_table(files)
+        df = predict_table(self.model, imgs, self.card['classes'], sz=self.card['config']['sz'], bs=bs,
+                           verbose=verbose)
+        df = df.drop(columns=['domain']).rename(columns={'path': 'file'})
+        df.attrs |= dict(summary=summary(len(files), time.time() - t0, self.device), images=imgs)
+        return df
+
+    def write(self, df:pd.DataFrame, out:str|Path, overlays:bool=True) -> list[Path]:
+        "`detections.csv`, `coco.json`, `coco_results.json`, YOLO `labels/*.txt`; with `overlays`, `overlays/*.png`."
+        out = Path(out); out.mkdir(parents=True, exist_ok=True)
+        imgs,cls,attrs = df.attrs['images'],self.card['classes'],self.card['attrs']
+        df.to_csv(out/'detections.csv', index=False)
+        names = _unique_stems(imgs.path)
+        anns = [dict(id=i+1, image_id=int(r.image_id), category_id=cls.index(r.label)+1, score=float(r.score),
+                     bbox=[float(r.x0), float(r.y0), float(r.x1-r.x0), float(r.y1-r.y0)],
+                     area=float((r.x1-r.x0)*(r.y1-r.y0)), iscrowd=0,
+                     attributes={a: float(getattr(r, f'p_{a}')) for a in attrs})
+                for i,r in enumerate(df.itertuples())]
+        coco = dict(info=dict(description=f"hemabook predict: {self.run_dir}"),
+                    images=[dict(id=int(r.image_id), file_name=str(r.path), width=int(r.width), height=int(r.height))
+                            for r in imgs.itertuples()],
+                    categories=[dict(id=i+1, name=c) for i,c in enumerate(cls)], annotations=anns)
+        save_json(coco, out/'coco.json')
+        save_json([{k: a[k] for k in ('image_id', 'category_id', 'bbox', 'score', 'attributes')} for a in anns],
+                  out/'coco_results.json')
+        (out/'labels').mkdir(exist_ok=True)
+        (out/'classes.txt').write_text(''.join(f'{c}\n' for c in cls))
+        for r,name in zip(imgs.itertuples(), names):
+            d = df[df.file == r.path]
+            cx,cy = (d.x0 + d.x1)/2/r.width,(d.y0 + d.y1)/2/r.height
+            w,h = (d.x1 - d.x0)/r.width,(d.y1 - d.y0)/r.height
+            (out/'labels'/f'{name}.txt').write_text(''.join(
+                f"{cls.index(l)} {a:.6f} {b:.6f} {c:.6f} {e:.6f} {s:.4f}\n"
+                for l,a,b,c,e,s in zip(d.label, cx, cy, w, h, d.score)))
+        files = [out/f for f in ('detections.csv', 'coco.json', 'coco_results.json', 'classes.txt', 'labels')]
+        if overlays:
+            import matplotlib.pyplot as plt
+            (out/'overlays').mkdir(exist_ok=True)
+            for r,name in zip(imgs.itertuples(), names):
+                d = df[df.file == r.path]; n = int((d.score >= self.min_score).sum())
+                ax = show_attri_dets(r.path, d, cls, min_score=self.min_score, attrs=tuple(attrs),
+                                     title=f"{Path(r.path).name}: {n} cells")
+                ax.figure.savefig(out/'overlays'/f'{name}.png', dpi=100, bbox_inches='tight'); plt.close(ax.figure)
+            files.append(out/'overlays')
+        return files
+
+def _unique_stems(paths) -> list[str]:
+    "A file name stem per path, suffixed with its position where two images share a stem."
+    stems = [Path(p).stem for p in paths]
+    dup = {s for s in stems if stems.count(s) > 1}
+    return [f'{s}_{i}' if s in dup else s for i,s in enumerate(stems)]

@@ -20,7 +20,7 @@ from .runs import current_run
 
 # %% auto #0
 __all__ = ['MODEL_CARD', 'CARD_FORMAT', 'PREDICTORS', 'RunFolderError', 'save_model', 'read_card', 'load_model_weights',
-           'image_inputs', 'Predictor', 'load_run', 'summary', 'ClassifierPredictor']
+           'image_inputs', 'image_table', 'Predictor', 'load_run', 'summary', 'ClassifierPredictor']
 
 # %% ../nbs/92_predict.ipynb #d6d2b53e
 MODEL_CARD,CARD_FORMAT = 'model.json','hemabook.model/1'
@@ -90,6 +90,20 @@ def image_inputs(inputs:list|str|Path) -> list[Path]:
         out += fs
     return list(dict.fromkeys(out))
 
+# %% ../nbs/92_predict.ipynb #fd9d6c04
+def image_table(files:list) -> pd.DataFrame:
+    """A detection tidy table of unlabelled images (one row each: `path`, `image_id`, `width`, `height`, no box), the
+    input of the detection and instance methods' prediction functions."""
+    from PIL import Image
+    rows = []
+    for i,f in enumerate(files):
+        try:
+            with Image.open(f) as im: w,h = im.size
+        except Exception: h,w = load_image(f).shape[:2]   # what PIL cannot size lazily: read (DataError if unreadable)
+        rows.append(dict(path=str(f), image_id=i, width=w, height=h, label=None, x0=np.nan, y0=np.nan, x1=np.nan,
+                         y1=np.nan, domain=None))
+    return pd.DataFrame(rows)
+
 # %% ../nbs/92_predict.ipynb #63a85bb8
 class Predictor:
     "Base of the predictors: the run folder's model, rebuilt from its card, on `device`."
@@ -101,7 +115,8 @@ class Predictor:
         c = self.card
         return f"{type(self).__name__}({str(self.run_dir)!r}: {c['experiment']}, {c['task']}, {self.device})"
 
-PREDICTORS = {'wbc_classifier': 'hemabook.predict:ClassifierPredictor'}   # experiment → 'module:class'
+PREDICTORS = {'wbc_classifier': 'hemabook.predict:ClassifierPredictor',   # experiment → 'module:class'
+              'attridet': 'hemabook.attridet:AttriDetPredictor'}
 
 def load_run(run_dir:str|Path,  # A run folder with a model card
              device=None,       # Where to run; None: the best available

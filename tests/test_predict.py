@@ -51,3 +51,34 @@ def test_predict_refuses_what_it_cannot_use(wbc_run, tmp_path):
     (tmp_path/'broken.png').write_bytes(b'not an image')
     r = cli('predict', wbc_run, tmp_path/'broken.png', '--out', tmp_path/'p')
     assert r.returncode != 0 and 'broken.png' in r.stderr and 'Traceback' not in r.stderr, r.stderr[-2000:]
+
+
+def test_predict_attridet_detections_as_the_run_found_them(demo_runs, tmp_path):
+    """The demo's AttriDet run, applied by `hemabook predict` to its test images: the detections the experiment scored
+    (its `test_detections.csv`), in files pycocotools and YOLO tools read; the DANN model's folder is a predictor too."""
+    from pycocotools.coco import COCO
+    out,r = demo_runs
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    run = out/'attridet'
+    ref = pd.read_csv(run/'test_detections.csv')
+    files = list(dict.fromkeys(ref.path))
+    bs = json.loads((run/'metrics.json').read_text())['params']['batch']
+    r = cli('predict', run, *files, '--out', tmp_path/'pred', '--device', 'cpu', '--bs', bs)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    got = pd.read_csv(tmp_path/'pred'/'detections.csv')
+    # the same detections, boxes to a thousandth of a pixel (batches of other images: float noise), same attributes
+    key = lambda d: d.sort_values(['score'], ascending=False, kind='stable').reset_index(drop=True)
+    for f in files:
+        g,e = key(got[got.file == f]),key(ref[ref.path == f])
+        assert len(g) == len(e) and list(g.label) == list(e.label), f
+        assert (g[['x0', 'y0', 'x1', 'y1']].to_numpy() - e[['x0', 'y0', 'x1', 'y1']].to_numpy()).__abs__().max() < 1e-3, f
+        assert (g.score - e.score).abs().max() < 1e-4 and (g.filter(like='p_') - e.filter(like='p_')).abs().max().max() < 1e-4
+    coco = COCO(str(tmp_path/'pred'/'coco.json'))
+    assert len(coco.getImgIds()) == len(files) and len(coco.getAnnIds()) == len(got)
+    assert len(coco.loadRes(str(tmp_path/'pred'/'coco_results.json')).getAnnIds()) == len(got)
+    card = json.loads((run/'model.json').read_text())
+    assert (tmp_path/'pred'/'classes.txt').read_text().split() == card['classes']
+    assert sum(len(f.read_text().splitlines()) for f in (tmp_path/'pred'/'labels').glob('*.txt')) == len(got)
+    assert len(list((tmp_path/'pred'/'overlays').glob('*.png'))) == len(files)
+    r = cli('predict', run/'dann', files[0], '--out', tmp_path/'dann', '--no-overlays')
+    assert r.returncode == 0 and (tmp_path/'dann'/'coco.json').exists(), r.stdout[-3000:] + r.stderr[-3000:]
