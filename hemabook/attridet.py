@@ -25,7 +25,8 @@ from .data.det import BOX, LA_ATTRS, LA_CLASSES, DetDataset, det_collate, det_dl
 from .detection import (FPN_STRIDES, DetLoss, DetMAP, DetTargets, TimmFPN, coco_map, loss_mode,
                                 make_detector, roi_features)
 from .train import PreciseBN, fit, hb_learner
-from .predict import Predictor, image_inputs, image_table, load_model_weights, save_model, summary
+from .predict import (Predictor, image_inputs, image_table, load_model_weights, output_stems, save_model,
+                              summary)
 
 # %% auto #0
 __all__ = ['LA_LABELS', 'ATTR_TAGS', 'patient_split', 'AttrHead', 'asl_loss', 'AttriDet', 'attr_metrics', 'AttrAcc',
@@ -497,7 +498,7 @@ class AttriDetPredictor(Predictor):
         out = Path(out); out.mkdir(parents=True, exist_ok=True)
         imgs,cls,attrs = df.attrs['images'],self.card['classes'],self.card['attrs']
         df.to_csv(out/'detections.csv', index=False)
-        names = _unique_stems(imgs.path)
+        names,per_image = output_stems(imgs.path),{p: g for p,g in df.groupby('file', sort=False)}
         anns = [dict(id=i+1, image_id=int(r.image_id), category_id=cls.index(r.label)+1, score=float(r.score),
                      bbox=[float(r.x0), float(r.y0), float(r.x1-r.x0), float(r.y1-r.y0)],
                      area=float((r.x1-r.x0)*(r.y1-r.y0)), iscrowd=0,
@@ -513,7 +514,7 @@ class AttriDetPredictor(Predictor):
         (out/'labels').mkdir(exist_ok=True)
         (out/'classes.txt').write_text(''.join(f'{c}\n' for c in cls))
         for r,name in zip(imgs.itertuples(), names):
-            d = df[df.file == r.path]
+            d = per_image.get(r.path, df.iloc[:0])
             cx,cy = (d.x0 + d.x1)/2/r.width,(d.y0 + d.y1)/2/r.height
             w,h = (d.x1 - d.x0)/r.width,(d.y1 - d.y0)/r.height
             (out/'labels'/f'{name}.txt').write_text(''.join(
@@ -524,15 +525,9 @@ class AttriDetPredictor(Predictor):
             import matplotlib.pyplot as plt
             (out/'overlays').mkdir(exist_ok=True)
             for r,name in zip(imgs.itertuples(), names):
-                d = df[df.file == r.path]; n = int((d.score >= self.min_score).sum())
+                d = per_image.get(r.path, df.iloc[:0]); n = int((d.score >= self.min_score).sum())
                 ax = show_attri_dets(r.path, d, cls, min_score=self.min_score, attrs=tuple(attrs),
                                      title=f"{Path(r.path).name}: {n} cells")
                 ax.figure.savefig(out/'overlays'/f'{name}.png', dpi=100, bbox_inches='tight'); plt.close(ax.figure)
             files.append(out/'overlays')
         return files
-
-def _unique_stems(paths) -> list[str]:
-    "A file name stem per path, suffixed with its position where two images share a stem."
-    stems = [Path(p).stem for p in paths]
-    dup = {s for s in stems if stems.count(s) > 1}
-    return [f'{s}_{i}' if s in dup else s for i,s in enumerate(stems)]

@@ -15,12 +15,13 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .core import (CheckpointError, ConfigError, DataError, IMAGE_EXTS, atomic_write, get_device, load_image,
+                           read_image_size,
                            load_json, progress, save_json, short_list)
 from .runs import current_run
 
 # %% auto #0
 __all__ = ['MODEL_CARD', 'CARD_FORMAT', 'PREDICTORS', 'RunFolderError', 'save_model', 'read_card', 'load_model_weights',
-           'image_inputs', 'image_table', 'Predictor', 'load_run', 'summary', 'ClassifierPredictor']
+           'image_inputs', 'image_table', 'output_stems', 'Predictor', 'load_run', 'summary', 'ClassifierPredictor']
 
 # %% ../nbs/92_predict.ipynb #d6d2b53e
 MODEL_CARD,CARD_FORMAT = 'model.json','hemabook.model/1'
@@ -94,15 +95,18 @@ def image_inputs(inputs:list|str|Path) -> list[Path]:
 def image_table(files:list) -> pd.DataFrame:
     """A detection tidy table of unlabelled images (one row each: `path`, `image_id`, `width`, `height`, no box), the
     input of the detection and instance methods' prediction functions."""
-    from PIL import Image
     rows = []
     for i,f in enumerate(files):
-        try:
-            with Image.open(f) as im: w,h = im.size
-        except Exception: h,w = load_image(f).shape[:2]   # what PIL cannot size lazily: read (DataError if unreadable)
+        w,h = read_image_size(f)                            # from the header; DataError naming an unreadable file
         rows.append(dict(path=str(f), image_id=i, width=w, height=h, label=None, x0=np.nan, y0=np.nan, x1=np.nan,
                          y1=np.nan, domain=None))
     return pd.DataFrame(rows)
+
+def output_stems(paths) -> list[str]:
+    "A file name stem per path for per-image outputs, suffixed with its position where two images share a stem."
+    stems = [Path(p).stem for p in paths]
+    dup = {s for s in stems if stems.count(s) > 1}
+    return [f'{s}_{i}' if s in dup else s for i,s in enumerate(stems)]
 
 # %% ../nbs/92_predict.ipynb #63a85bb8
 class Predictor:

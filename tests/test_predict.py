@@ -71,7 +71,7 @@ def test_predict_attridet_detections_as_the_run_found_them(demo_runs, tmp_path):
     for f in files:
         g,e = key(got[got.file == f]),key(ref[ref.path == f])
         assert len(g) == len(e) and list(g.label) == list(e.label), f
-        assert (g[['x0', 'y0', 'x1', 'y1']].to_numpy() - e[['x0', 'y0', 'x1', 'y1']].to_numpy()).__abs__().max() < 1e-3, f
+        assert abs(g[['x0', 'y0', 'x1', 'y1']].to_numpy() - e[['x0', 'y0', 'x1', 'y1']].to_numpy()).max() < 1e-3, f
         assert (g.score - e.score).abs().max() < 1e-4 and (g.filter(like='p_') - e.filter(like='p_')).abs().max().max() < 1e-4
     coco = COCO(str(tmp_path/'pred'/'coco.json'))
     assert len(coco.getImgIds()) == len(files) and len(coco.getAnnIds()) == len(got)
