@@ -14,7 +14,7 @@ from .metrics import plot_confusion_matrix
 
 # %% auto #0
 __all__ = ['CLASSIFIERS', 'make_classifier', 'cross_domain_eval', 'results_table', 'fmt_results', 'majority_rate',
-           'plot_confusion', 'plot_umap']
+           'plot_confusion', 'umap_cached', 'plot_umap']
 
 # %% ../nbs/03_crossdomain.ipynb #b7e27cea
 CLASSIFIERS = ('rf', 'xgboost', 'svm_poly', 'svm_rbf', 'mlp', 'logreg')
@@ -138,10 +138,24 @@ def plot_confusion(preds:pd.DataFrame, classifier:str, train_on:str, test_on:str
     return plot_confusion_matrix(confusion_matrix(p.true, p.pred, labels=classes, normalize='true'), classes,
                                  f'{classifier}: {train_on} → {test_on}', ax=ax, rates=True)
 
+def umap_cached():
+    "`umap` with its numba functions cached on disk: they compile once per machine instead of once per process."
+    import sys
+    import umap
+    from numba.core.dispatcher import Dispatcher
+    for name,mod in list(sys.modules.items()):
+        if name.split('.')[0] not in ('umap', 'pynndescent') or getattr(mod, '_hemabook_cached', False): continue
+        for f in vars(mod).values():
+            if isinstance(f, Dispatcher) and f.__module__ == name and not f.stats.cache_path:
+                try: f.enable_caching()
+                except RuntimeError: pass   # no writable cache folder: it compiles in memory, as numba does by default
+        mod._hemabook_cached = True
+    return umap
+
 def plot_umap(Z:np.ndarray, labels, domains, seed:int=1234, n_neighbors:int=15, figsize=(9, 4)):
     "UMAP of the latents `Z`, coloured by domain (left) and by class (right); returns the figure."
     import matplotlib.pyplot as plt
-    import umap
+    umap = umap_cached()
     xy = umap.UMAP(n_neighbors=min(n_neighbors, len(Z) - 1), random_state=seed, n_jobs=1).fit_transform(np.asarray(Z))
     fig,axs = plt.subplots(1, 2, figsize=figsize)
     for ax,key,what in ((axs[0], np.asarray(domains), 'domain'), (axs[1], np.asarray(labels), 'class')):

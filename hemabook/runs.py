@@ -15,7 +15,8 @@ from .data.core import find_format
 
 # %% auto #0
 __all__ = ['RUN_FILE', 'IGNORED', 'TRACKERS', 'RunConflict', 'new_run_id', 'rank_folder', 'run_folder', 'settings_diff',
-           'format_diff', 'Run', 'current_run', 'open_run', 'resolve_params', 'check', 'headline', 'history_checks']
+           'format_diff', 'Run', 'current_run', 'open_run', 'resolve_params', 'check', 'headline', 'history_checks',
+           'dry_run_images']
 
 # %% ../nbs/00a_runs.ipynb #a6849f9b
 RUN_FILE = 'run.json'
@@ -79,6 +80,7 @@ class Run:
     "The record of one run, `run.json` in its folder: id, experiment, settings, status, attempts and progress."
     def __init__(self, path:Path, rec:dict, resumed:bool=False):
         self.path,self.rec,self.resumed = Path(path),rec,resumed
+        self.dry_cuts = {}   # what a dry run left out of its evaluation (`dry_run_images`)
     @property
     def id(self) -> str: return self.rec['run_id']
     @property
@@ -275,8 +277,10 @@ def save_metrics(self:Run,
     "Write `metrics` with the run id, `headline` and `warnings` to the run folder, print them, mark the run 'ok'."
     ws = [str(w) for w in warnings]
     if (n := self.settings.get('max_steps')) is not None:           # a dry run (`MAX_STEPS`): say so everywhere
-        ws.insert(0, f"dry run: every training stopped after MAX_STEPS={n} batches; the results mean nothing")
-        metrics = {**metrics, 'dry_run': dict(max_steps=n)}
+        cut = '; '.join(f"{k}: {v['kept']} of {v['of']} images" for k,v in self.dry_cuts.items())
+        ws.insert(0, f"dry run: every training stopped after MAX_STEPS={n} batches; the results mean nothing"
+                     + (f" (evaluated on {cut})" if cut else ''))
+        metrics = {**metrics, 'dry_run': dict(max_steps=n, **({'evaluated': self.dry_cuts} if cut else {}))}
         if headline: headline = {**headline, 'dry_run': True, 'text': f"DRY RUN (MAX_STEPS={n}): {headline['text']}"}
     if headline: print(headline['text'])
     for w in ws: print(f"WARNING: {w}")
@@ -312,3 +316,20 @@ def history_checks(rows:list,            # `history.json` rows: one dict per epo
         ws += check(tl[-1] < tl[0], f"{what}: the training loss did not fall "
                                     f"({tl[0]:.4g} in the first epoch, {tl[-1]:.4g} in the last)")
     return ws
+
+# %% ../nbs/00a_runs.ipynb #7bfb614c
+def dry_run_images(df,                 # A table with a `path` column, one or more rows per image
+                   what:str='test',    # What the images are for (the key in `metrics.json`'s `dry_run`)
+                   bs:int=1,           # Images per evaluation batch: a dry run keeps `MAX_STEPS` batches' worth
+                   by:str|None=None,   # Keep that many in each group of this column (e.g. 'domain')
+                  ):                   # `df`, or its rows of the images kept
+    "In a dry run (the open run's `max_steps`), `df` cut to its first `max_steps`×`bs` images (per `by`), cut recorded."
+    run = current_run()
+    n = None if run is None else run.settings.get('max_steps')
+    if n is None or not len(df): return df
+    first = df.drop_duplicates('path')
+    first = first.groupby(by, sort=False, dropna=False).head(n*bs) if by is not None else first.head(n*bs)
+    out = df[df['path'].isin(set(first['path']))]
+    run.dry_cuts[what] = dict(kept=int(out['path'].nunique()), of=int(df['path'].nunique()))
+    print(f"dry run: {what} on {run.dry_cuts[what]['kept']} of {run.dry_cuts[what]['of']} images")
+    return out

@@ -3,13 +3,16 @@ training step, the checkpoint, the whole evaluation and the pictures, through `h
 
 The weights are random but in the formats users bring: an official-layout SAM ViT-B checkpoint written from
 `segment_anything`'s own (randomly initialised) model, timm state dicts for the CNN backbones. What is cut, and why
-(`make test` runs on 2 CPU cores in under 20 minutes; these six take about 3 CPU minutes together):
+(`make test` runs on 2 CPU cores in under 20 minutes; these six take about 4 CPU minutes together):
 - input sizes: the SAM ViT-B methods run at 256 px (SAMed's is 512, DES-SAM's 1024: ViT-B at 1024 takes over two
   minutes for one step and its evaluation here), AttriDet's ResNet-50 at 320 (640). The position tables are resized
   from the checkpoint's 1024 px as at any size, the windowed and global attention blocks are the same blocks, so a
   smaller side is the same code on fewer tokens. BC-SAM (224) and BloodShot (224) run at their real sizes;
-- batch sizes are small (SAMed 24 → 2, BC-SAM stage 1 32 → 2, AttriDet 8 → 2); a batch size is a number, not another
-  code path;
+- batch sizes are small (SAMed 24 → 2, BC-SAM stage 1 32 → 2 and its autoencoder 128 → 16, AttriDet 8 → 1,
+  BloodShot 32 → 8); a batch size is a number, not another code path;
+- the evaluation reads as many batches of test images as the training did (per domain for AttriDet): what a dry run
+  does for any user (`hemabook.runs.dry_run_images`, recorded under `dry_run` in `metrics.json`); SAMed's one test
+  volume and the small sample sets of the others are read whole;
 - data are the bundled samples: BC-SAM's 4 cells a class allow 4 folds, not 5; BloodShot's source is the synthetic
   crops as an image folder (Matek-19's sample has too few cells for its 70/10/20 split) and trains one loss variant,
   the consistency one, which runs the most code, with fewer episodes; the plain classifier reads the sample folders
@@ -44,12 +47,12 @@ def _params(w):
     return dict(
         samed=['DATA_DIR', S/'synapse', 'CHECKPOINT', w/'random_sam_vit_b.pth', 'BATCH', 2, 'IMAGE_SIZE', 256],
         bcsam=['SOURCE_DIR', S/'matek19', 'TARGET_DIR', S/'acevedo20', 'SEG_DIR', S/'wbc_masks',
-               'CHECKPOINT', w/'random_sam_vit_b.pth', 'SEG_BATCH', 2, 'FOLDS', 4],
+               'CHECKPOINT', w/'random_sam_vit_b.pth', 'SEG_BATCH', 2, 'AE_BATCH', 16, 'FOLDS', 4],
         dessam=['DATA_DIR', S/'nuclei_coco', 'SAM_CHECKPOINT', w/'random_sam_vit_b.pth', 'IMAGE_SIZE', 256],
-        attridet=['DATA_DIR', S/'leukemiaattri', 'WEIGHTS', w/'random_resnet50.pth', 'BATCH', 2, 'IMAGE_SIZE', 320],
+        attridet=['DATA_DIR', S/'leukemiaattri', 'WEIGHTS', w/'random_resnet50.pth', 'BATCH', 1, 'IMAGE_SIZE', 320],
         bloodshot=['SOURCE_DIR', S/'wbc_synth', 'SOURCE_FORMAT', 'imagefolder', 'TARGET_DIR', S/'cnmc'/'C-NMC_Leukemia',
-                   'WEIGHTS', w/'random_efficientnet_b0.pth', 'VARIANTS', 'aam_consistency', 'EPISODES', 20,
-                   'CURVE_EPISODES', 5],
+                   'WEIGHTS', w/'random_efficientnet_b0.pth', 'VARIANTS', 'aam_consistency', 'BATCH', 8,
+                   'EPISODES', 20, 'CURVE_EPISODES', 5],
         wbc_classifier=['DATA_DIR', S/'wbc_synth', 'BATCH', 16])
 
 # What shows that the real architecture was built: (file in the run folder, key path, expected value)
@@ -74,7 +77,11 @@ def test_full_preset_dry_run(name, weights, tmp_path):
     assert r.returncode == 0, (name, r.stdout[-3000:] + r.stderr[-3000:])
     assert json.loads((out/'run.json').read_text())['status'] == 'ok'
     m = json.loads((out/'metrics.json').read_text())
-    assert m['dry_run'] == {'max_steps': 1} and m['warnings'][0].startswith('dry run: every training stopped')
+    assert m['dry_run']['max_steps'] == 1 and m['warnings'][0].startswith('dry run: every training stopped')
+    for what,cut in m['dry_run'].get('evaluated', {}).items():   # the evaluation read one batch too, and says so
+        assert f"{what}: {cut['kept']} of {cut['of']} images" in m['warnings'][0], m['warnings'][0]
+    if name == 'attridet':                            # one image per test domain (DES-SAM's sample has one test image)
+        assert m['dry_run']['evaluated']['test'] == {'kept': 2, 'of': 4}, m['dry_run']
     assert m['headline']['text'].startswith('DRY RUN (MAX_STEPS=1)'), m['headline']
     f,keys,want = ARCH[name]
     got = json.loads((out/f).read_text())

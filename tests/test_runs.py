@@ -15,28 +15,30 @@ def _files(d):
     "Every file under `d` with its bytes."
     return {str(f.relative_to(d)): f.read_bytes() for f in sorted(Path(d).rglob('*')) if f.is_file()}
 
-def test_run_folder_is_one_run(tmp_path):
+def test_run_folder_is_one_run(demo_runs, tmp_path):
+    "The demo's finished classifier run, moved to another folder: other settings are refused, the same ones resume it."
+    import shutil
     out = tmp_path/'run'
-    r = cli('run', 'wbc_classifier', *SMALL, '--out', out)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert 'unknown parameter' not in r.stdout + r.stderr and 'Unable to parse' not in r.stdout + r.stderr
+    shutil.copytree(demo_runs[0]/'wbc_classifier', out)          # a copy: the demo's folders are only read
     rec = json.loads((out/'run.json').read_text())
-    assert rec['status'] == 'ok' and rec['settings']['epochs'] == 2 and len(json.loads((out/'history.json').read_text())) == 2
+    n = rec['settings']['epochs']
+    assert rec['status'] == 'ok' and len(rec['attempts']) == 1 and len(json.loads((out/'history.json').read_text())) == n
     # other parameters in the finished folder: refused before anything is written, naming the keys that differ
     before = _files(out)
-    r = cli('run', 'wbc_classifier', *SMALL, '-p', 'LR', '0.5', '-p', 'SEED', '7', '--out', out)
+    r = cli('run', 'wbc_classifier', '-p', 'LR', '0.5', '-p', 'SEED', '7', '--out', out)
     assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
     err = _errors(r)
     assert len(err) == 1 and 'lr: 0.003 there, 0.5 now' in err[0] and 'seed: 42 there, 7 now' in err[0], r.stderr
     assert 'another folder' in err[0] and 'Traceback' not in r.stderr
     assert _files(out) == before                                  # not a byte changed, no executed notebook left behind
     # the same parameters resume the same run: one id, a second attempt, nothing left to train
-    r = cli('run', 'wbc_classifier', *SMALL, '--out', out)
+    r = cli('run', 'wbc_classifier', '--out', out)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert f"holds run {rec['run_id']} (ok; .: epoch 2 of 2)" in r.stdout and 'attempt 2' in r.stdout, r.stdout[-2000:]
+    assert 'unknown parameter' not in r.stdout + r.stderr and 'Unable to parse' not in r.stdout + r.stderr
+    assert f"holds run {rec['run_id']} (ok; .: epoch {n} of {n})" in r.stdout and 'attempt 2' in r.stdout, r.stdout[-2000:]
     rec2 = json.loads((out/'run.json').read_text())
     assert rec2['run_id'] == rec['run_id'] and len(rec2['attempts']) == 2 and rec2['status'] == 'ok'
-    assert len(json.loads((out/'history.json').read_text())) == 2
+    assert len(json.loads((out/'history.json').read_text())) == n
     assert json.loads((out/'metrics.json').read_text())['run_id'] == rec['run_id']
 
 def test_sigterm_records_an_interrupted_run(tmp_path):
