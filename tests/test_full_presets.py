@@ -3,7 +3,7 @@ training step, the checkpoint, the whole evaluation and the pictures, through `h
 
 The weights are random but in the formats users bring: an official-layout SAM ViT-B checkpoint written from
 `segment_anything`'s own (randomly initialised) model, timm state dicts for the CNN backbones. What is cut, and why
-(`make test` runs on 2 CPU cores in under 20 minutes; these six take about 4 CPU minutes together):
+(`make test` runs on 2 CPU cores in under 20 minutes; these six take about 5 CPU minutes together):
 - input sizes: the SAM ViT-B methods run at 256 px (SAMed's is 512, DES-SAM's 1024: ViT-B at 1024 takes over two
   minutes for one step and its evaluation here), AttriDet's ResNet-50 at 320 (640). The position tables are resized
   from the checkpoint's 1024 px as at any size, the windowed and global attention blocks are the same blocks, so a

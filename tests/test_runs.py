@@ -1,6 +1,6 @@
 """A run folder is one run: `hemabook run` resumes the same settings, refuses other settings before writing anything,
 records an interruption, checks its parameters the way papermill reads them, and says when a result is a failure."""
-import json, os, signal, subprocess, sys, time
+import json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
 from conftest import REPO, cli
@@ -17,7 +17,6 @@ def _files(d):
 
 def test_run_folder_is_one_run(demo_runs, tmp_path):
     "The demo's finished classifier run, moved to another folder: other settings are refused, the same ones resume it."
-    import shutil
     out = tmp_path/'run'
     shutil.copytree(demo_runs[0]/'wbc_classifier', out)          # a copy: the demo's folders are only read
     rec = json.loads((out/'run.json').read_text())
