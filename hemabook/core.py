@@ -9,7 +9,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 
 # %% auto #0
@@ -17,6 +16,12 @@ __all__ = ['logger', 'IMAGE_EXTS', 'HemabookError', 'DataError', 'CheckpointErro
            'model_device', 'eval_mode', 'set_seed', 'repo_root', 'data_path', 'shared_data_path', 'package_path',
            'samples_path', 'load_image', 'read_image_size', 'show_image', 'show_images', 'jsonable', 'atomic_write',
            'save_json', 'load_json', 'rel_paths', 'short_list', 'load_tensors']
+
+# %% ../nbs/00_core.ipynb #dea3b104
+def _is_tensor(o) -> bool:
+    "Whether `o` is a torch tensor, without importing torch (no tensor exists before torch is imported)."
+    torch = sys.modules.get('torch')
+    return torch is not None and isinstance(o, torch.Tensor)
 
 # %% ../nbs/00_core.ipynb #8c985791
 class HemabookError(Exception):
@@ -66,10 +71,13 @@ def progress(it,                     # The iterable to go through
     return pb
 
 # %% ../nbs/00_core.ipynb #acfe6125
-def _mps_ok() -> bool: return bool(getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available())
+def _mps_ok() -> bool:
+    import torch
+    return bool(getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available())
 
 def _local_gpu(dev):
     "`cuda` without an index is GPU `$LOCAL_RANK` in a process started by torchrun or accelerate (one GPU per process)."
+    import torch
     if dev.index is not None or int(os.environ.get('WORLD_SIZE', 1)) <= 1: return dev
     i = int(os.environ.get('LOCAL_RANK', 0)); n = torch.cuda.device_count()
     if i >= n: raise ConfigError(f"this is process {i} on its machine (LOCAL_RANK), but the machine has {n} GPU(s): "
@@ -80,6 +88,7 @@ def _local_gpu(dev):
 def get_device(device:str|torch.device|None=None, # 'cpu', 'cuda', 'cuda:1', 'mps'; None: `$HEMABOOK_DEVICE` or the best
               ) -> torch.device:
     "The device to use: `device`, else `$HEMABOOK_DEVICE`, else cuda → mps → cpu (under torchrun: this process's GPU)."
+    import torch
     src = 'argument'
     if device is None and os.environ.get('HEMABOOK_DEVICE'):
         device,src = os.environ['HEMABOOK_DEVICE'],'$HEMABOOK_DEVICE'
@@ -105,12 +114,14 @@ def get_device(device:str|torch.device|None=None, # 'cpu', 'cuda', 'cuda:1', 'mp
 # %% ../nbs/00_core.ipynb #844de649
 def model_device(model:torch.nn.Module) -> torch.device:
     "The device of `model`'s first parameter (unwrapping DDP); the CPU for a model without parameters."
+    import torch
     p = next(iter(getattr(model, 'module', model).parameters()), None)
     return p.device if p is not None else torch.device('cpu')
 
 @contextmanager
 def eval_mode(model:torch.nn.Module): # The model to run for inference
     "Inside the block `model` is in eval mode under `torch.no_grad()`; afterwards its training flag is as before."
+    import torch
     was = model.training; model.eval()
     try:
         with torch.no_grad(): yield model
@@ -121,6 +132,7 @@ def set_seed(seed:int=42,                # The seed for `random`, NumPy and torc
              deterministic:bool=False,  # Also make cuDNN and torch pick deterministic algorithms
             ) -> int:
     "Seed every random number generator hemabook uses; returns `seed`."
+    import torch
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
     if torch.cuda.is_available(): torch.cuda.manual_seed_all(seed)
     if deterministic:
@@ -238,7 +250,7 @@ def read_image_size(path:str|Path) -> tuple[int, int]:
 # %% ../nbs/00_core.ipynb #de6ec4f5
 def _as_hwc(img):
     if isinstance(img, (str, Path)): return load_image(img)
-    if isinstance(img, torch.Tensor):
+    if _is_tensor(img):
         img = img.detach().cpu()
         if img.ndim==3 and img.shape[0] in (1,3,4) and img.shape[-1] not in (1,3,4): img = img.permute(1,2,0)
         img = img.numpy()
@@ -285,7 +297,7 @@ def jsonable(o):
     "`o` in JSON types: dicts with str keys, lists for tuples and arrays, numbers for NumPy/torch values, str for paths"
     if isinstance(o, dict): return {str(k): jsonable(v) for k,v in o.items()}
     if isinstance(o, (list, tuple)): return [jsonable(v) for v in o]
-    if isinstance(o, torch.Tensor): o = o.detach().cpu().numpy()
+    if _is_tensor(o): o = o.detach().cpu().numpy()
     if isinstance(o, np.ndarray): return jsonable(o.tolist())
     if isinstance(o, np.generic): return o.item()
     if isinstance(o, float) and not math.isfinite(o): return None if math.isnan(o) else str(o)
@@ -359,6 +371,7 @@ def load_tensors(path:str|Path,  # A file `torch.save` wrote
                  device='cpu',   # Where the tensors go (`map_location`)
                 ):               # What the file holds: tensors in dicts, lists and numbers, nothing else
     "`torch.load(path, weights_only=True)` onto `device`, with a `CheckpointError` that says why a file is refused."
+    import torch
     path = Path(path)
     if not path.exists(): raise CheckpointError(f"{path}: no such checkpoint file")
     if not path.is_file(): raise CheckpointError(f"{path}: not a file")

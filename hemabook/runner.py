@@ -8,7 +8,6 @@ import argparse, ast, datetime, difflib, logging, os, re, secrets, signal, sys, 
 from contextlib import contextmanager
 from pathlib import Path
 
-import nbformat
 from fastcore.xtras import modified_env
 
 from . import __version__
@@ -78,7 +77,7 @@ def experiment_params(name:str,                 # Experiment name (notebook stem
                       path:str|Path|None=None,  # Folder of experiment notebooks
                      ) -> dict[str, dict]:      # Parameter → {'default', 'type', 'optional', 'choices', 'help'}
     "Experiment `name`'s parameters as papermill reads its cell tagged `parameters`; `ConfigError` for any it misses."
-    import papermill as pm
+    import nbformat, papermill as pm
     nb = _find(name, path)
     cells = [c for c in nbformat.read(nb, as_version=4).cells if 'parameters' in c.metadata.get('tags', [])]
     if not cells: raise ConfigError(f"{nb}: no cell tagged 'parameters'; every experiment needs one")
@@ -225,6 +224,7 @@ def absolute_paths(params:dict,        # Parameter → value, checked (`check_pa
 
 def _close(out, rec, tmp, nb, status, seconds, error=None):
     "Put the executed notebook in place, stamped with the run id, and record how the attempt ended."
+    import nbformat
     if tmp.exists():
         x = nbformat.read(tmp, as_version=4); x.metadata['hemabook'] = dict(run_id=rec['run_id'], status=status)
         nbformat.write(x, out/nb.name); tmp.unlink()
@@ -470,8 +470,15 @@ def _hb_errors(cls=HemabookError):
     "The names of hemabook's error classes: a notebook cell that raised one of them failed on the user's input."
     return {cls.__name__} | {n for s in cls.__subclasses__() for n in _hb_errors(s)}
 
+def _without_iri_grammars():
+    """Keep jsonschema from building rfc3987_syntax's IRI grammars: it builds them (~60 Earley parsers, 2-3 s) when
+    it is imported, to check the 'iri' string format, which no notebook schema uses. Only for a process that has not
+    imported jsonschema yet, such as the command line's own."""
+    if 'jsonschema' not in sys.modules: sys.modules.setdefault('rfc3987_syntax', None)   # its import then fails
+
 def main(argv:list[str]|None=None) -> int:
     "The `hemabook` command line; returns the exit status."
+    _without_iri_grammars()
     a = _parser().parse_args(argv)
     try: return dict(list=_cmd_list, run=_cmd_run, demo=_cmd_demo, samples=_cmd_samples,
                     formats=_cmd_formats, predict=_cmd_predict)[a.cmd](a)
