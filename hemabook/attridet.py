@@ -128,11 +128,14 @@ class AttriDet(nn.Module):
                            attr_strides=list(attr_strides), attr_kw=akw, uda=uda, **kwargs)
 
     def forward(self, images:torch.Tensor, targets:list|None=None):
-        "Training: the loss dict. Eval with targets: losses (eval-mode normalisation) + detections; alone: detections."
+        "Training: the loss dict; eval with targets: losses (eval-mode norms), detections, `cells`; else detections."
         if self.training: return dict(losses=self.loss_terms(images, targets))
         if targets is None: return self.detect(images)
         with loss_mode(self), torch.no_grad(): losses = self.loss_terms(images, targets)
-        return dict(losses=losses, dets=self.detect(images))
+        dets = self.detect(images, attrs=False)
+        out = dict(losses=losses, dets=dets)
+        if self.attr_head is not None: out['cells'] = self.read_cells(dets, [t['boxes'] for t in targets])
+        return out
 
 # %% ../nbs/50_attridet.ipynb #c0805ac1
 @patch
@@ -175,14 +178,31 @@ def loss_terms(self:AttriDet, images:torch.Tensor, targets:list) -> dict:
 
 # %% ../nbs/50_attridet.ipynb #19dda6b5
 @patch
-def detect(self:AttriDet, images:torch.Tensor) -> list:
+def detect(self:AttriDet, images:torch.Tensor,
+           attrs:bool=True, # Add `attr_prob`; False: boxes, scores and labels only
+          ) -> list:
     "Detections per image: `boxes` (input pixels), `scores`, `labels` (0-based) and `attr_prob` (P(value 1), n×A)."
     with eval_mode(self):
         dets = self.det(list(images))
         for d in dets: d['labels'] = d['labels'] - 1
-        ps = self.attr_probs([d['boxes'] for d in dets])
+        ps = self.attr_probs([d['boxes'] for d in dets]) if attrs else None
         for d,p in zip(dets, ps or []): d['attr_prob'] = p
     return dets
+
+@patch
+def read_cells(self:AttriDet, dets:list, boxes:list) -> list:
+    """Per image, each of `boxes` (cells, n×4) at its best-IoU detection in `dets` (from the last `detect` pass): `iou`,
+    the detection's index `det`, and the attribute probabilities read at that detection's box, `attr_prob` (n×A).
+    In an image without detections `iou` is 0 and the cells are read at their own boxes."""
+    out = []
+    for d,b in zip(dets, boxes):
+        b = b.float().to(d['boxes'].device)
+        if len(d['boxes']) and len(b): iou,j = box_iou(b, d['boxes'].float()).max(1)
+        else: iou,j = b.new_zeros(len(b)),torch.zeros(len(b), dtype=torch.long, device=b.device)
+        out.append(dict(iou=iou, det=j, boxes=d['boxes'][j] if len(d['boxes']) else b))
+    with eval_mode(self): ps = self.attr_probs([o['boxes'] for o in out])
+    for o,p in zip(out, ps): o['attr_prob'] = p
+    return out
 
 # %% ../nbs/50_attridet.ipynb #906bf114
 def _iou(a, b):
@@ -230,13 +250,12 @@ class AttrAcc(Metric):
     "Mean attribute accuracy on validation: each ground-truth cell read at its best-IoU detection (IoU ≥ 0.5)."
     def reset(self): self.right,self.n = 0,0
     def accumulate(self, learn):
-        for t,d in zip(learn.yb[0], learn.pred['dets']):
+        for t,d,c in zip(learn.yb[0], learn.pred['dets'], learn.pred['cells']):
             if 'attrs' not in t or not len(t['boxes']): continue
             a = t['attrs']; ok = (a==0) | (a==1); self.n += int(ok.sum())
             if not len(d['boxes']): continue
-            best,j = box_iou(t['boxes'].float(), d['boxes'].float()).max(1)
-            pred = (d['attr_prob'][j] > .5).long()
-            self.right += int(((pred==a) & ok & (best >= .5)[:,None]).sum())
+            pred = (c['attr_prob'] > .5).long()
+            self.right += int(((pred==a) & ok & (c['iou'] >= .5)[:,None]).sum())
     @property
     def value(self): return self.right/self.n if self.n else float('nan')
     @property
