@@ -4,8 +4,9 @@
 
 # %% ../nbs/60_dessam.ipynb #e7de565b
 from __future__ import annotations
-import copy
+import copy, time
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,19 +19,20 @@ from fastai.callback.training import GradientClip
 from fastcore.basics import patch
 from segment_anything.modeling.common import LayerNorm2d
 
-from .core import ConfigError, DataError, eval_mode, load_image, logger, model_device, progress
+from .core import ConfigError, DataError, eval_mode, load_image, logger, model_device, progress, save_json
 from .sam.model import build_sam
 from .data.det import DetDataset, det_collate
 from .data.seg import image_tensor, instance_label_image, show_masks
 from .metrics import inst_metrics, inst_table
 from .train import hb_learner
 from .detection import DetLoss, DetMAP, DetTargets, coco_ap, loss_mode, make_detector
+from .predict import Predictor, image_inputs, image_table, load_model_weights, output_stems, save_model, summary
 
 # %% auto #0
 __all__ = ['DESSAM_WEIGHTS', 'KINDS', 'rgb_to_lab', 'colour_affinity', 'pairwise_loss', 'projection_loss', 'levelset_loss',
            'distill_loss', 'SamFPN', 'DesSAM', 'dessam_model', 'dessam_learner', 'clean_mask', 'instance_labels',
            'box_labels', 'predict_instances', 'gt_labels', 'evaluate_dessam', 'image_split', 'show_instances',
-           'show_teacher_student']
+           'show_teacher_student', 'save_dessam', 'DesSAMPredictor']
 
 # %% ../nbs/60_dessam.ipynb #01e7bfed
 def rgb_to_lab(x:torch.Tensor, # B×3×H×W sRGB in [0, 1]
@@ -322,6 +324,8 @@ def dessam_model(arch:str|dict='vit_b',      # SAM architecture (`SAM_ARCHS`), '
     m.recipe = dict(arch=arch if isinstance(arch, str) else 'custom', image_size=sz,
                     checkpoint=None if checkpoint is None else str(checkpoint),
                     frozen=bool(frozen), weights=dict(m.weights), note=note)
+    # what rebuilds this model around saved weights (`save_dessam`, `DesSAMPredictor`); the SAM checkpoint is in them
+    m.config = dict(arch=arch, sz=sz, fpn_channels=fpn_channels, frozen=bool(frozen), weights=dict(m.weights), **kwargs)
     if checkpoint is None: logger.warning("dessam_model: %s", note)
     return m
 
@@ -532,3 +536,87 @@ def show_teacher_student(model:DesSAM,     # A model
     ls = {'boxes': box_labels(b, (h, w)), 'teacher': instance_labels(d['teacher_logits'], b, (h, w)),
           'student': instance_labels(d['mask_logits'], b, (h, w))}
     return show_instances(img, ls, size)
+
+# %% ../nbs/60_dessam.ipynb #009cb022
+def save_dessam(run_dir:str|Path,    # The run folder
+                model:DesSAM,        # The trained model (from `dessam_model`)
+                score_thr:float=.5,  # Detections kept (as `evaluate_dessam`'s `score_thr`)
+                min_area:int=0,      # Instances below this area removed (as `evaluate_dessam`'s `min_area`)
+                **spec,              # Anything else for the card
+               ) -> Path:            # The card's path
+    "Write `model` and the card that rebuilds it (`hemabook.predict.save_model`) for `DesSAMPredictor`."
+    if not hasattr(model, 'config'):
+        raise ConfigError("save_dessam: build the model with `dessam_model` (it records how to rebuild it)")
+    return save_model(run_dir, model, 'dessam', 'instance', classes=['nucleus'], config=model.config,
+                      score_thr=float(score_thr), min_area=int(min_area), **spec)
+
+class DesSAMPredictor(Predictor):
+    "A DES-SAM model from its run folder: nucleus detections and their masks as instance label images."
+    def build(self):
+        c = dict(self.card['config'])
+        sam = build_sam(c.pop('arch'), c.pop('sz'), norm='sam')      # random: the card's weights hold SAM's too
+        model = DesSAM(sam, c.pop('fpn_channels'), c.pop('frozen'), **c)
+        return load_model_weights(model, self.run_dir/self.card['weights'])
+
+    def predict(self, inputs, bs:int=4, verbose:bool=True) -> pd.DataFrame:
+        "One row per nucleus of every image; the label images (at each image's size) in `.attrs['labels']`."
+        files,t0,thr = image_inputs(inputs),time.time(),self.card['score_thr']
+        imgs = image_table(files)
+        preds = predict_instances(self.model, imgs, (('detect', 'student'),), bs=bs, score_thr=thr,
+                                  min_area=self.card['min_area'], verbose=verbose)
+        rows,labels = [],{}
+        for f in imgs.path:
+            lbl = labels[f] = preds[f][_kind(('detect', 'student'))]
+            boxes,scores = preds[f]['dets']; keep = scores >= thr     # box k of the kept ones is id k+1 in `lbl`
+            area = np.bincount(lbl.ravel(), minlength=int(keep.sum()) + 1)
+            rows += [dict(file=f, id=k+1, score=float(s), x0=b[0], y0=b[1], x1=b[2], y1=b[3], area=int(area[k+1]))
+                     for k,(b,s) in enumerate(zip(boxes[keep], scores[keep])) if area[k+1]]
+        df = pd.DataFrame(rows, columns=['file', 'id', 'score', 'x0', 'y0', 'x1', 'y1', 'area'])
+        empty = sum(not labels[f].any() for f in imgs.path)
+        line = summary(len(files), time.time() - t0, self.device) + f"; {len(df)} nuclei"
+        if empty: line += f", none in {empty} of the {len(files)} images"
+        if not len(df):
+            logger.warning("DES-SAM found no nucleus with a score of at least %s in %d images", thr, len(files))
+        df.attrs |= dict(summary=line, images=imgs, labels=labels)
+        return df
+
+    def write(self, df:pd.DataFrame, out:str|Path, overlays:bool=True) -> list[Path]:
+        "`labels/*.png` (16-bit), `coco_results.json`, `coco.json`, `instances.csv`; with `overlays`, `overlays/*.png`."
+        from PIL import Image
+        from pycocotools import mask as cocomask
+        from scipy.ndimage import find_objects
+        out = Path(out); (out/'labels').mkdir(parents=True, exist_ok=True)
+        imgs,labels = df.attrs['images'],df.attrs['labels']
+        df.to_csv(out/'instances.csv', index=False)
+        per_image,anns = {f: g for f,g in df.groupby('file', sort=False)},[]
+        for r,name in zip(imgs.itertuples(), output_stems(imgs.path)):
+            lbl = labels[r.path]
+            if lbl.max() < 2**16: Image.fromarray(lbl.astype(np.uint16)).save(out/'labels'/f'{name}.png')
+            else:
+                import tifffile
+                tifffile.imwrite(out/'labels'/f'{name}.tif', lbl.astype(np.uint32))
+            where = find_objects(lbl)               # each id's bounding slices: its mask is compared there only
+            for d in per_image.get(r.path, df.iloc[:0]).itertuples():
+                m = np.zeros(lbl.shape, np.uint8, order='F'); s = where[d.id - 1]; m[s] = lbl[s] == d.id
+                rle = cocomask.encode(m)                                  # COCO RLE of the full image
+                anns.append(dict(id=len(anns) + 1, image_id=int(r.image_id), category_id=1, score=d.score,
+                                 segmentation=dict(size=rle['size'], counts=rle['counts'].decode('ascii')),
+                                 bbox=[float(d.x0), float(d.y0), float(d.x1 - d.x0), float(d.y1 - d.y0)],
+                                 area=int(d.area), iscrowd=0))
+        coco = dict(info=dict(description=f"hemabook predict: {self.run_dir}"),
+                    images=[dict(id=int(r.image_id), file_name=str(r.path), width=int(r.width), height=int(r.height))
+                            for r in imgs.itertuples()],
+                    categories=[dict(id=1, name='nucleus')], annotations=anns)
+        save_json(coco, out/'coco.json')
+        save_json([{k: a[k] for k in ('image_id', 'category_id', 'segmentation', 'bbox', 'score')} for a in anns],
+                  out/'coco_results.json')
+        files = [out/f for f in ('instances.csv', 'labels', 'coco.json', 'coco_results.json')]
+        if overlays:
+            import matplotlib.pyplot as plt
+            (out/'overlays').mkdir(exist_ok=True)
+            for r,name in zip(imgs.itertuples(), output_stems(imgs.path)):
+                ax = show_masks(load_image(r.path), labels[r.path], title=f"{Path(r.path).name}: "
+                                f"{len(per_image.get(r.path, df.iloc[:0]))} nuclei")
+                ax.figure.savefig(out/'overlays'/f'{name}.png', dpi=100, bbox_inches='tight'); plt.close(ax.figure)
+            files.append(out/'overlays')
+        return files

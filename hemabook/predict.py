@@ -120,7 +120,8 @@ class Predictor:
         return f"{type(self).__name__}({str(self.run_dir)!r}: {c['experiment']}, {c['task']}, {self.device})"
 
 PREDICTORS = {'wbc_classifier': 'hemabook.predict:ClassifierPredictor',   # experiment → 'module:class'
-              'attridet': 'hemabook.attridet:AttriDetPredictor'}
+              'attridet': 'hemabook.attridet:AttriDetPredictor',
+              'dessam': 'hemabook.dessam:DesSAMPredictor'}
 
 def load_run(run_dir:str|Path,  # A run folder with a model card
              device=None,       # Where to run; None: the best available

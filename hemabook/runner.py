@@ -360,7 +360,7 @@ def _parser():
     q.add_argument('inputs', nargs='+', help='image files, folders (searched recursively) or glob patterns')
     q.add_argument('--out', required=True, help='folder for the predictions')
     q.add_argument('--device', help="'cpu', 'cuda', 'cuda:1', 'mps' (default: the best available)")
-    q.add_argument('--bs', type=int, default=32, help='images per batch (default 32)')
+    q.add_argument('--bs', type=int, help="images per batch (default: the predictor's; 32 for classifiers)")
     q.add_argument('--no-overlays', action='store_true', help='write the tables only, no pictures')
     return p
 
@@ -452,7 +452,7 @@ def _cmd_predict(a):
     "`hemabook predict RUN_DIR INPUT... --out DIR`: the run's model on the images; tables and pictures in DIR."
     from hemabook.predict import load_run
     pred = load_run(a.run_dir, a.device)
-    res = pred.predict(a.inputs, bs=a.bs, verbose=sys.stderr.isatty())
+    res = pred.predict(a.inputs, verbose=sys.stderr.isatty(), **({'bs': a.bs} if a.bs else {}))
     files = pred.write(res, a.out, overlays=not a.no_overlays)
     print(res.attrs['summary']); print(f"wrote {', '.join(str(f) for f in files)}")
     return 0

@@ -2,7 +2,12 @@
 
 Generated cytology is covered by `nbs/60_dessam.ipynb` (trained on 24 generated fields, student against filled boxes
 asserted) and by the demo's smoke run of this experiment on the bundled generated sample."""
-import json
+import json, re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
 from conftest import cli, shared_subset
 
 def _check_run(out, untrained_margin):
@@ -42,6 +47,38 @@ def test_dsb2018_colour(shared_data, tmp_path):
     # On the detections the gain is smaller and noisier (+0.005 to +0.064 over the same ten runs): the student must not
     # be clearly worse than the boxes there.
     assert s['student | detections']['aji'] > s['box | detections']['aji'] - 0.02, (s['student | detections'], s['box | detections'])
+    _predict_reproduces_the_run(out, tmp_path/'pred')
+
+
+def _predict_reproduces_the_run(run, pred):
+    """`hemabook predict` on the trained run folder and its 21 test images writes the label images the experiment scored:
+    read back from the 16-bit PNGs, each image's AJI against the ground truth is the run's (`per_image.csv`). Same
+    weights, same batches of 2 and one thread, so the same arithmetic: equal to rounding."""
+    from PIL import Image
+    from pycocotools.coco import COCO
+    from hemabook.core import shared_data_path
+    from hemabook.data.core import read_data
+    from hemabook.dessam import gt_labels
+    from hemabook.metrics import inst_metrics
+    per = pd.read_csv(run/'per_image.csv'); per = per[per.kind == 'student | detections']
+    r = cli('predict', run, *per.image, '--out', pred, '--bs', 2, '--no-overlays', timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert re.search(rf"^21 images in .* on cpu; \d+ nuclei", r.stdout, re.M), r.stdout
+    data = read_data(shared_data_path()/'dsb2018_color', 'dsb2018', 'instance')
+    gts = gt_labels(data[data.path.isin(per.image)])
+    inst = pd.read_csv(pred/'instances.csv')
+    for p,aji in zip(per.image, per.aji):
+        lbl = np.array(Image.open(pred/'labels'/f'{Path(p).stem}.png'))
+        assert lbl.dtype == np.uint16 and lbl.shape == gts[p].shape, (p, lbl.dtype, lbl.shape)
+        assert abs(inst_metrics(gts[p], lbl.astype(np.int32))['aji'] - aji) < 1e-6, p
+        assert sorted(inst[inst.file == p].id) == sorted(set(np.unique(lbl)) - {0}), p
+    assert len(json.loads((pred/'coco_results.json').read_text())) == len(inst) == per.n_pred.sum()
+    coco = COCO(str(pred/'coco.json')); res = coco.loadRes(str(pred/'coco_results.json'))   # RLE masks = label images
+    p = per.image.iloc[0]; lbl = np.array(Image.open(pred/'labels'/f'{Path(p).stem}.png'))
+    img_id = next(i['id'] for i in coco.dataset['images'] if i['file_name'] == p)
+    anns = res.loadAnns(res.getAnnIds(imgIds=[img_id]))
+    ids = inst[inst.file == p].id.tolist()
+    assert len(anns) == len(ids) and all((res.annToMask(a).astype(bool) == (lbl == i)).all() for a,i in zip(anns, ids))
 
 
 def test_teacher_student_picture_on_a_non_square_image():
