@@ -19,14 +19,14 @@ from fastai.learner import Metric
 from fastai.torch_core import get_model
 from fastcore.basics import patch
 
-from .core import ConfigError, DataError, eval_mode, load_image, model_device, progress, save_json, set_seed
+from .core import ConfigError, DataError, eval_mode, load_image, model_device, progress, set_seed
 from .data.taxonomy import canonical
 from .data.det import BOX, LA_ATTRS, LA_CLASSES, DetDataset, det_collate, det_dls, show_boxes
 from .detection import (FPN_STRIDES, DetLoss, DetMAP, DetTargets, TimmFPN, coco_map, loss_mode,
                                 make_detector, roi_features)
 from .train import PreciseBN, fit, hb_learner
 from .predict import (Predictor, image_inputs, image_table, load_model_weights, output_stems, save_model,
-                              summary)
+                              summary, write_coco)
 
 # %% auto #0
 __all__ = ['LA_LABELS', 'ATTR_TAGS', 'patient_split', 'AttrHead', 'asl_loss', 'AttriDet', 'attr_metrics', 'AttrAcc',
@@ -523,13 +523,7 @@ class AttriDetPredictor(Predictor):
                      area=float((r.x1-r.x0)*(r.y1-r.y0)), iscrowd=0,
                      attributes={a: float(getattr(r, f'p_{a}')) for a in attrs})
                 for i,r in enumerate(df.itertuples())]
-        coco = dict(info=dict(description=f"hemabook predict: {self.run_dir}"),
-                    images=[dict(id=int(r.image_id), file_name=str(r.path), width=int(r.width), height=int(r.height))
-                            for r in imgs.itertuples()],
-                    categories=[dict(id=i+1, name=c) for i,c in enumerate(cls)], annotations=anns)
-        save_json(coco, out/'coco.json')
-        save_json([{k: a[k] for k in ('image_id', 'category_id', 'bbox', 'score', 'attributes')} for a in anns],
-                  out/'coco_results.json')
+        write_coco(out, imgs, cls, anns, self.run_dir)
         (out/'labels').mkdir(exist_ok=True)
         (out/'classes.txt').write_text(''.join(f'{c}\n' for c in cls))
         for r,name in zip(imgs.itertuples(), names):

@@ -19,14 +19,15 @@ from fastai.callback.training import GradientClip
 from fastcore.basics import patch
 from segment_anything.modeling.common import LayerNorm2d
 
-from .core import ConfigError, DataError, eval_mode, load_image, logger, model_device, progress, save_json
+from .core import ConfigError, DataError, eval_mode, load_image, logger, model_device, progress
 from .sam.model import build_sam
 from .data.det import DetDataset, det_collate
 from .data.seg import image_tensor, instance_label_image, show_masks
 from .metrics import inst_metrics, inst_table
 from .train import hb_learner
 from .detection import DetLoss, DetMAP, DetTargets, coco_ap, loss_mode, make_detector
-from .predict import Predictor, image_inputs, image_table, load_model_weights, output_stems, save_model, summary
+from .predict import (Predictor, image_inputs, image_table, load_model_weights, output_stems, save_model,
+                              summary, write_coco)
 
 # %% auto #0
 __all__ = ['DESSAM_WEIGHTS', 'KINDS', 'rgb_to_lab', 'colour_affinity', 'pairwise_loss', 'projection_loss', 'levelset_loss',
@@ -572,7 +573,7 @@ class DesSAMPredictor(Predictor):
             rows += [dict(file=f, id=k+1, score=float(s), x0=b[0], y0=b[1], x1=b[2], y1=b[3], area=int(area[k+1]))
                      for k,(b,s) in enumerate(zip(boxes[keep], scores[keep])) if area[k+1]]
         df = pd.DataFrame(rows, columns=['file', 'id', 'score', 'x0', 'y0', 'x1', 'y1', 'area'])
-        empty = sum(not labels[f].any() for f in imgs.path)
+        empty = len(files) - df.file.nunique()
         line = summary(len(files), time.time() - t0, self.device) + f"; {len(df)} nuclei"
         if empty: line += f", none in {empty} of the {len(files)} images"
         if not len(df):
@@ -588,8 +589,8 @@ class DesSAMPredictor(Predictor):
         out = Path(out); (out/'labels').mkdir(parents=True, exist_ok=True)
         imgs,labels = df.attrs['images'],df.attrs['labels']
         df.to_csv(out/'instances.csv', index=False)
-        per_image,anns = {f: g for f,g in df.groupby('file', sort=False)},[]
-        for r,name in zip(imgs.itertuples(), output_stems(imgs.path)):
+        per_image,names,anns = {f: g for f,g in df.groupby('file', sort=False)},output_stems(imgs.path),[]
+        for r,name in zip(imgs.itertuples(), names):
             lbl = labels[r.path]
             if lbl.max() < 2**16: Image.fromarray(lbl.astype(np.uint16)).save(out/'labels'/f'{name}.png')
             else:
@@ -603,18 +604,11 @@ class DesSAMPredictor(Predictor):
                                  segmentation=dict(size=rle['size'], counts=rle['counts'].decode('ascii')),
                                  bbox=[float(d.x0), float(d.y0), float(d.x1 - d.x0), float(d.y1 - d.y0)],
                                  area=int(d.area), iscrowd=0))
-        coco = dict(info=dict(description=f"hemabook predict: {self.run_dir}"),
-                    images=[dict(id=int(r.image_id), file_name=str(r.path), width=int(r.width), height=int(r.height))
-                            for r in imgs.itertuples()],
-                    categories=[dict(id=1, name='nucleus')], annotations=anns)
-        save_json(coco, out/'coco.json')
-        save_json([{k: a[k] for k in ('image_id', 'category_id', 'segmentation', 'bbox', 'score')} for a in anns],
-                  out/'coco_results.json')
-        files = [out/f for f in ('instances.csv', 'labels', 'coco.json', 'coco_results.json')]
+        files = [out/'instances.csv', out/'labels', *write_coco(out, imgs, ['nucleus'], anns, self.run_dir)]
         if overlays:
             import matplotlib.pyplot as plt
             (out/'overlays').mkdir(exist_ok=True)
-            for r,name in zip(imgs.itertuples(), output_stems(imgs.path)):
+            for r,name in zip(imgs.itertuples(), names):
                 ax = show_masks(load_image(r.path), labels[r.path], title=f"{Path(r.path).name}: "
                                 f"{len(per_image.get(r.path, df.iloc[:0]))} nuclei")
                 ax.figure.savefig(out/'overlays'/f'{name}.png', dpi=100, bbox_inches='tight'); plt.close(ax.figure)

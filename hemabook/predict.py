@@ -21,7 +21,8 @@ from .runs import current_run
 
 # %% auto #0
 __all__ = ['MODEL_CARD', 'CARD_FORMAT', 'PREDICTORS', 'RunFolderError', 'save_model', 'read_card', 'load_model_weights',
-           'image_inputs', 'image_table', 'output_stems', 'Predictor', 'load_run', 'summary', 'ClassifierPredictor']
+           'image_inputs', 'image_table', 'output_stems', 'write_coco', 'Predictor', 'load_run', 'summary',
+           'ClassifierPredictor']
 
 # %% ../nbs/92_predict.ipynb #d6d2b53e
 MODEL_CARD,CARD_FORMAT = 'model.json','hemabook.model/1'
@@ -107,6 +108,21 @@ def output_stems(paths) -> list[str]:
     stems = [Path(p).stem for p in paths]
     dup = {s for s in stems if stems.count(s) > 1}
     return [f'{s}_{i}' if s in dup else s for i,s in enumerate(stems)]
+
+def write_coco(out:Path,            # Folder to write in
+               imgs:pd.DataFrame,   # `image_table` of the images
+               classes:list,        # Category names; category ids are 1-based positions
+               anns:list,           # COCO annotations (id, image_id, category_id, score, bbox, area, iscrowd, ...)
+               source:str='',       # Said in `info`
+              ) -> list[Path]:      # The two files
+    """`coco.json`, a COCO instance file of the images and the predictions as scored annotations, and
+    `coco_results.json`, the list pycocotools' `COCO.loadRes` takes (each annotation without id, area and iscrowd)."""
+    coco = dict(info=dict(description=f"hemabook predict: {source}"),
+                images=[dict(id=int(r.image_id), file_name=str(r.path), width=int(r.width), height=int(r.height))
+                        for r in imgs.itertuples()],
+                categories=[dict(id=i+1, name=c) for i,c in enumerate(classes)], annotations=anns)
+    res = [{k: v for k,v in a.items() if k not in ('id', 'area', 'iscrowd')} for a in anns]
+    return [save_json(coco, Path(out)/'coco.json'), save_json(res, Path(out)/'coco_results.json')]
 
 # %% ../nbs/92_predict.ipynb #63a85bb8
 class Predictor:
