@@ -58,7 +58,7 @@ def colour_affinity(lab:torch.Tensor,   # n×3×H×W CIELAB crops
                     theta:float=2.,     # Colour scale: affinity exp(−‖ΔLab‖/θ)
                    ) -> torch.Tensor:   # n×8×H×W affinities in [0, 1]; 0 for neighbours beyond the crop
     "Colour affinity of each pixel with its 8 neighbours at `dilation`."
-    d = (lab[:, :, None] - _unfold8(lab, dilation)).norm(dim=1)
+    d = ((lab[:, :, None] - _unfold8(lab, dilation))**2).sum(1).sqrt()   # `.norm(dim=1)` here: 10x slower on a CPU
     return torch.exp(-d/theta) * _unfold8(torch.ones_like(lab[:, :1]), dilation)[:, 0]
 
 def pairwise_loss(logits:torch.Tensor,  # n×1×H×W mask logits
