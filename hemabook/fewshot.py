@@ -4,7 +4,7 @@
 
 # %% ../nbs/40_fewshot.ipynb #42aae107
 from __future__ import annotations
-import math, warnings
+import math, time, warnings
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -25,14 +25,16 @@ from sklearn.metrics import balanced_accuracy_score, confusion_matrix, precision
 from .core import ConfigError, DataError, eval_mode, load_image, logger, progress
 from .data.core import note_dropped
 from .metrics import plot_confusion_matrix
+from .predict import ClassifierPredictor, image_inputs, load_model_weights, save_model, summary
 from .train import hb_learner, load_weights, PreciseBN
 
 # %% auto #0
 __all__ = ['BLOODSHOT_EXCLUDE', 'VARIANTS', 'K_VALUES', 'split_table', 'source_table', 'target_pools', 'CellImages',
            'fewshot_dls', 'create_embedder', 'CosineHead', 'FewShotNet', 'ArcFaceLoss', 'rotate_batch',
-           'RotationConsistency', 'fewshot_model', 'fewshot_learner', 'embed_cells', 'prototypes', 'cosine_predict',
-           'cls_metrics', 'draw_support', 'FewShotResult', 'few_shot_eval', 'fewshot_table', 'k_curve',
-           'plot_confusion', 'plot_k_curve', 'predict_classes']
+           'RotationConsistency', 'fewshot_model', 'fewshot_learner', 'embed_cells', 'prototypes', 'cosine_scores',
+           'cosine_predict', 'cls_metrics', 'draw_support', 'FewShotResult', 'few_shot_eval', 'fewshot_table',
+           'k_curve', 'plot_confusion', 'plot_k_curve', 'predict_classes', 'ProtoClassifier', 'save_bloodshot',
+           'BloodShotPredictor']
 
 # %% ../nbs/40_fewshot.ipynb #de80d44d
 BLOODSHOT_EXCLUDE = ('KSC', 'LYA', 'MMZ', 'MOB')   # Matek-19 types with fewer than 30 images, left out by BloodShot
@@ -313,13 +315,19 @@ def prototypes(emb:np.ndarray,      # N×D support embeddings
         raise DataError(f"no support image for class index(es) {miss}")
     return np.stack([emb[y==c].mean(0) for c in range(n_classes)])
 
+def cosine_scores(query:np.ndarray,  # M×D query embeddings
+                  protos:np.ndarray, # C×D prototypes
+                 ) -> np.ndarray:    # M×C cosine similarities
+    "The cosine similarity of each query with each prototype."
+    q = np.asarray(query, np.float64); p = np.asarray(protos, np.float64)
+    q = q/np.linalg.norm(q, axis=1, keepdims=True).clip(1e-12)
+    return q @ (p/np.linalg.norm(p, axis=1, keepdims=True).clip(1e-12)).T
+
 def cosine_predict(query:np.ndarray, # M×D query embeddings
                    protos:np.ndarray, # C×D prototypes
                   ) -> np.ndarray:    # M predicted class indices
     "The class whose prototype has the largest cosine similarity with each query."
-    q = query/np.linalg.norm(query, axis=1, keepdims=True).clip(1e-12)
-    p = protos/np.linalg.norm(protos, axis=1, keepdims=True).clip(1e-12)
-    return (q @ p.T).argmax(1)
+    return cosine_scores(query, protos).argmax(1)
 
 # %% ../nbs/40_fewshot.ipynb #aaeb9690
 def cls_metrics(y_true,             # True class indices
@@ -475,3 +483,58 @@ def predict_classes(model:FewShotNet,  # A trained model
     "In-domain prediction from the training head: argmax of the logits or of the cosines (no margin, no labels needed)."
     p = _eval_batches(model, lambda x: model(x).argmax(1), paths, sz, bs, device)
     return p.numpy() if p is not None else np.zeros(0, dtype=int)
+
+# %% ../nbs/40_fewshot.ipynb #64e1093b
+class ProtoClassifier(nn.Module):
+    "An embedder and class prototypes (C×D, float64): the cosine of each image's embedding with each prototype."
+    def __init__(self, embedder:nn.Module, protos):
+        super().__init__()
+        self.embedder = embedder
+        self.register_buffer('prototypes', torch.as_tensor(np.asarray(protos), dtype=torch.float64))
+    def forward(self, x):
+        return F.normalize(self.embedder(x).double(), dim=1) @ F.normalize(self.prototypes, dim=1).T
+
+def save_bloodshot(run_dir:str|Path,     # The run folder (or a variant's folder in it)
+                   embedder:nn.Module,   # The trained embedder (`FewShotNet.embedder`)
+                   protos:np.ndarray,    # C×D prototypes (`prototypes` of the support embeddings)
+                   classes:list,         # Class names, in the prototypes' order
+                   backbone:str,         # The embedder's timm name
+                   image_size:int,       # Input side the embedder was trained and evaluated at
+                   normalize:bool=False, # Whether the prototypes average L2-normalised embeddings
+                   **spec,               # Anything else for the card (variant, support counts, ...)
+                  ) -> Path:             # The card's path
+    "Write the embedder with its prototypes and the card that `BloodShotPredictor` rebuilds them from."
+    return save_model(run_dir, ProtoClassifier(embedder, protos), 'bloodshot', 'classification', arch=backbone,
+                      image_size=image_size, classes=list(classes), normalize=bool(normalize), **spec)
+
+class BloodShotPredictor(ClassifierPredictor):
+    "A BloodShot embedder and its prototypes from a run folder: the nearest prototype (cosine) for each image."
+    score = 'cosine'
+
+    def build(self):
+        c = self.card
+        emb = create_embedder(c['arch'])
+        return load_model_weights(ProtoClassifier(emb, np.zeros((len(c['classes']), emb.num_features))),
+                                  self.run_dir/c['weights'])
+
+    def set_support(self, folder:str|Path, bs:int=64) -> BloodShotPredictor:
+        "New prototypes from a folder of class folders (its class names, `read_image_folder`'s layout); returns self."
+        from hemabook.data.cls import read_image_folder
+        sup = read_image_folder(folder, scheme=None, check='raise')
+        classes = sorted(sup.label.unique())
+        y = sup.label.map({c: i for i,c in enumerate(classes)}).to_numpy()
+        e = embed_cells(self.model.embedder, sup.path, self.card['image_size'], bs, self.device)
+        self.model.prototypes = torch.as_tensor(prototypes(e, y, len(classes), self.card['normalize']),
+                                                device=self.device)
+        self.card = {**self.card, 'classes': classes,
+                     'support': dict(folder=str(folder), per_class=sup.label.value_counts().sort_index().to_dict())}
+        return self
+
+    def predict(self, inputs, bs:int=64, verbose:bool=True) -> pd.DataFrame:
+        "One row per image: the nearest prototype's class, its cosine, and the cosine with every class's prototype."
+        files,cls,t0 = image_inputs(inputs),self.card['classes'],time.time()
+        cos = _eval_batches(self.model, self.model, files, self.card['image_size'], bs, self.device).numpy()
+        df = pd.DataFrame({'file': [str(f) for f in files], 'predicted': [cls[i] for i in cos.argmax(1)],
+                           'cosine': cos.max(1), **{f'cos_{c}': cos[:, j] for j,c in enumerate(cls)}})
+        df.attrs['summary'] = summary(len(files), time.time() - t0, self.device)
+        return df

@@ -7,11 +7,8 @@ from __future__ import annotations
 import glob, importlib, time
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import torch
-from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .core import (CheckpointError, ConfigError, DataError, IMAGE_EXTS, atomic_write, get_device, load_image,
@@ -21,8 +18,8 @@ from .runs import current_run
 
 # %% auto #0
 __all__ = ['MODEL_CARD', 'CARD_FORMAT', 'PREDICTORS', 'RunFolderError', 'save_model', 'read_card', 'load_model_weights',
-           'image_inputs', 'image_table', 'output_stems', 'write_coco', 'Predictor', 'load_run', 'summary',
-           'ClassifierPredictor']
+           'image_inputs', 'image_table', 'output_stems', 'write_coco', 'Predictor', 'load_run', 'check_inputs',
+           'summary', 'ClassifierPredictor']
 
 # %% ../nbs/92_predict.ipynb #d6d2b53e
 MODEL_CARD,CARD_FORMAT = 'model.json','hemabook.model/1'
@@ -38,6 +35,7 @@ def save_model(run_dir:str|Path,           # The run folder
                **spec,                     # What rebuilds the model and its preprocessing: arch, image_size, classes...
               ) -> Path:                   # The card's path
     "Write `model`'s weights (safetensors) and the model card `model.json` that `load_run` rebuilds it from."
+    from safetensors.torch import save_file
     d = Path(run_dir)
     sd = {k: v.detach().cpu().clone().contiguous() for k,v in model.state_dict().items()}
     with atomic_write(d/weights) as tmp: save_file(sd, str(tmp))
@@ -67,6 +65,7 @@ def load_model_weights(model:torch.nn.Module, # The rebuilt model
                        path:str|Path,         # A `model.safetensors` that `save_model` wrote
                       ) -> torch.nn.Module:
     "Load `path` into `model`, strictly; `CheckpointError` naming the file and the keys or shapes that do not fit."
+    from safetensors.torch import load_file
     try: sd = load_file(str(path))
     except Exception as e: raise CheckpointError(f"{path}: cannot read the weights ({type(e).__name__}: {e})") from e
     msd = model.state_dict()
@@ -137,20 +136,36 @@ class Predictor:
 
 PREDICTORS = {'wbc_classifier': 'hemabook.predict:ClassifierPredictor',   # experiment → 'module:class'
               'attridet': 'hemabook.attridet:AttriDetPredictor',
-              'dessam': 'hemabook.dessam:DesSAMPredictor'}
+              'dessam': 'hemabook.dessam:DesSAMPredictor',
+              'bloodshot': 'hemabook.fewshot:BloodShotPredictor'}
 
 def load_run(run_dir:str|Path,  # A run folder with a model card
              device=None,       # Where to run; None: the best available
             ) -> Predictor:
     "The predictor of the model trained in `run_dir`: rebuilt from its card and weights, ready to `predict`."
+    card,target = _run_card(run_dir)
+    mod,name = target.split(':')
+    return getattr(importlib.import_module(mod), name)(run_dir, card, device)
+
+def _run_card(run_dir):
+    "The checked card of `run_dir` and its predictor's 'module:class'; `RunFolderError` if there is none."
     rec = Path(run_dir)/'run.json'
     exp = load_json(rec).get('experiment') if rec.exists() else None
     card = read_card(run_dir) if exp is None or exp in PREDICTORS else dict(experiment=exp)
     if (target := PREDICTORS.get(card['experiment'])) is None:
         raise RunFolderError(f"{run_dir}: no predictor for {card['experiment']!r} runs "
                              f"(there are predictors for {', '.join(PREDICTORS)})")
-    mod,name = target.split(':')
-    return getattr(importlib.import_module(mod), name)(run_dir, card, device)
+    return card,target
+
+def check_inputs(run_dir:str|Path,  # A run folder with a model card
+                 inputs,            # Files, folders, glob patterns (as `image_inputs`)
+                ) -> list[Path]:    # The image files
+    """What `hemabook predict` checks before it loads a model: that `run_dir` has a usable card and a predictor, and
+    that every input is an image whose header reads; `RunFolderError` or `DataError` naming the folder or the file."""
+    _run_card(run_dir)
+    files = image_inputs(inputs)
+    for f in files: read_image_size(f)
+    return files
 
 def summary(n:int, seconds:float, device) -> str:
     "The line a prediction prints: how many images, how long, how fast, where."
@@ -159,6 +174,7 @@ def summary(n:int, seconds:float, device) -> str:
 # %% ../nbs/92_predict.ipynb #de1b218d
 class ClassifierPredictor(Predictor):
     "A timm classifier trained on fastai's `Resize` (centre crop) and 0–1 pixels: the `wbc_classifier` experiment."
+    score = 'confidence'    # The result's column of the predicted class's score (shown in the gallery)
     def build(self):
         import timm
         c = self.card
@@ -167,19 +183,20 @@ class ClassifierPredictor(Predictor):
 
     def prepare(self, img:np.ndarray) -> torch.Tensor:
         "An H×W×3 uint8 image as the validation set fed it: 3×S×S float in [0, 1]."
+        import torch
         from fastai.vision.augment import Resize
         from fastai.vision.core import PILImage
         im = Resize(self.card['image_size'])(PILImage.create(img), split_idx=1)
         return torch.from_numpy(np.array(im)).permute(2, 0, 1).float()/255
 
-    @torch.no_grad()
     def predict(self, inputs, bs:int=32, verbose:bool=True) -> pd.DataFrame:
         "One row per image: the predicted class, its probability, and the probability of each class."
+        import torch
         files,cls = image_inputs(inputs),self.card['classes']
         t0,probs = time.time(),[]
         for i in progress(range(0, len(files), bs), total=-(-len(files)//bs), desc='predicting', verbose=verbose):
             x = torch.stack([self.prepare(load_image(f)) for f in files[i:i+bs]]).to(self.device)
-            probs.append(self.model(x).float().softmax(1).cpu().numpy())
+            with torch.no_grad(): probs.append(self.model(x).float().softmax(1).cpu().numpy())
         p = np.concatenate(probs)
         df = pd.DataFrame({'file': [str(f) for f in files], 'predicted': [cls[i] for i in p.argmax(1)],
                            'confidence': p.max(1), **{f'p_{c}': p[:, j] for j,c in enumerate(cls)}})
@@ -191,10 +208,11 @@ class ClassifierPredictor(Predictor):
         out = Path(out); out.mkdir(parents=True, exist_ok=True)
         df.to_csv(out/'predictions.csv', index=False); files = [out/'predictions.csv']
         if overlays and len(df):
+            import matplotlib.pyplot as plt
             rows = df.head(n_gallery); n = len(rows); cols = min(8, n)
             fig,axs = plt.subplots(-(-n//cols), cols, figsize=(1.6*cols, 1.8*(-(-n//cols))), squeeze=False)
             for ax in axs.flat: ax.axis('off')
             for ax,r in zip(axs.flat, rows.itertuples()):
-                ax.imshow(load_image(r.file)); ax.set_title(f"{r.predicted}\n{r.confidence:.2f}", fontsize=7)
+                ax.imshow(load_image(r.file)); ax.set_title(f"{r.predicted}\n{getattr(r, self.score):.2f}", fontsize=7)
             fig.tight_layout(); fig.savefig(out/'gallery.png', dpi=90); plt.close(fig); files.append(out/'gallery.png')
         return files

@@ -11,7 +11,7 @@ from pathlib import Path
 from fastcore.xtras import modified_env
 
 from . import __version__
-from .core import ConfigError, HemabookError, load_json, logger, package_path, repo_root, save_json
+from .core import ConfigError, DataError, HemabookError, load_json, logger, package_path, repo_root, save_json
 from .runs import RUN_FILE, Run, RunConflict, rank_folder, run_folder
 
 # %% auto #0
@@ -362,6 +362,8 @@ def _parser():
     q.add_argument('--device', help="'cpu', 'cuda', 'cuda:1', 'mps' (default: the best available)")
     q.add_argument('--bs', type=int, help="images per batch (default: the predictor's; 32 for classifiers)")
     q.add_argument('--no-overlays', action='store_true', help='write the tables only, no pictures')
+    q.add_argument('--support', help="BloodShot runs: a folder of class folders whose images become the classes' "
+                                     "prototypes (default: the run's own support set)")
     return p
 
 # %% ../nbs/90_runner.ipynb #c3592165
@@ -450,9 +452,15 @@ def _cmd_samples(a):
 # %% ../nbs/90_runner.ipynb #31bcf31d
 def _cmd_predict(a):
     "`hemabook predict RUN_DIR INPUT... --out DIR`: the run's model on the images; tables and pictures in DIR."
-    from hemabook.predict import load_run
+    from hemabook.predict import check_inputs, load_run
+    files = check_inputs(a.run_dir, a.inputs)        # refused here, in a second, before torch and the model load
+    if a.support and not Path(a.support).is_dir(): raise DataError(f"--support {a.support}: no such folder")
     pred = load_run(a.run_dir, a.device)
-    res = pred.predict(a.inputs, verbose=sys.stderr.isatty(), **({'bs': a.bs} if a.bs else {}))
+    if a.support:
+        if not hasattr(pred, 'set_support'):
+            raise ConfigError(f"--support: {pred.card['experiment']} runs take no support set (BloodShot runs do)")
+        pred.set_support(a.support)
+    res = pred.predict(files, verbose=sys.stderr.isatty(), **({'bs': a.bs} if a.bs else {}))
     files = pred.write(res, a.out, overlays=not a.no_overlays)
     print(res.attrs['summary']); print(f"wrote {', '.join(str(f) for f in files)}")
     return 0

@@ -1,6 +1,7 @@
 """`hemabook predict` on a run folder that `hemabook run` trained: the model is rebuilt from its card alone, and on the
 run's own validation images gives the probabilities the experiment recorded."""
-import json, re
+import json, re, subprocess, sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -44,13 +45,18 @@ def test_predict_takes_folders_and_globs(wbc_run, tmp_path):
 
 
 def test_predict_refuses_what_it_cannot_use(wbc_run, tmp_path):
-    r = cli('predict', tmp_path, REPO/'data_samples'/'wbc_synth', '--out', tmp_path/'p')
-    assert r.returncode != 0 and 'no model.json' in r.stderr, r.stderr[-2000:]
-    r = cli('predict', wbc_run, tmp_path/'missing.png', '--out', tmp_path/'p')
-    assert r.returncode != 0 and 'missing.png: no such file or folder' in r.stderr, r.stderr[-2000:]
+    """A folder without a model, a missing file, a file that is not an image: exit 2 and one line naming it, before
+    torch is imported (the command line's `main`, in a fresh interpreter that reports whether torch was loaded)."""
+    code = "import sys; from hemabook.runner import main; rc = main(sys.argv[1:]); print(rc, 'torch' in sys.modules)"
+    def refused(run, inp, msg):
+        r = subprocess.run([sys.executable, '-c', code, 'predict', str(run), str(inp), '--out', str(tmp_path/'p')],
+                           capture_output=True, text=True, timeout=120)
+        assert r.stdout.split() == ['2', 'False'] and msg in r.stderr and 'Traceback' not in r.stderr, (r.stdout, r.stderr)
+        assert not (tmp_path/'p').exists()
+    refused(tmp_path, REPO/'data_samples'/'wbc_synth', 'no model.json')
+    refused(wbc_run, tmp_path/'missing.png', 'missing.png: no such file or folder')
     (tmp_path/'broken.png').write_bytes(b'not an image')
-    r = cli('predict', wbc_run, tmp_path/'broken.png', '--out', tmp_path/'p')
-    assert r.returncode != 0 and 'broken.png' in r.stderr and 'Traceback' not in r.stderr, r.stderr[-2000:]
+    refused(wbc_run, tmp_path/'broken.png', 'broken.png: cannot read the image header')
 
 
 def test_predict_attridet_detections_as_the_run_found_them(demo_runs, tmp_path):
@@ -110,3 +116,33 @@ def test_predict_dessam_instances_in_files_other_tools_read(demo_runs, tmp_path)
         assert sorted(rows.id) == sorted(set(np.unique(lbl)) - {0}), f
         assert list(rows.area) == [int((lbl == i).sum()) for i in rows.id], f
     assert len(list((tmp_path/'overlays').glob('*.png'))) == len(imgs)
+
+
+def test_predict_bloodshot_queries_as_the_run_classified_them(demo_runs, wbc_run, tmp_path):
+    """The demo's BloodShot run, applied to its own queries: the classes and cosines of its `queries.csv`. Its support
+    cells, as a folder of class folders (`--support`), give the same prototypes again; a run of another method refuses
+    a support set."""
+    from hemabook.core import ConfigError
+    from hemabook.runner import _cmd_predict, _parser
+    run = demo_runs[0]/'bloodshot'
+    card,q = json.loads((run/'model.json').read_text()),pd.read_csv(run/'queries.csv')
+    assert card['experiment'] == 'bloodshot' and card['variant'] == 'aam_consistency' and card['classes'] == sorted(q.label.unique())
+    cos = [f'cos_{c}' for c in card['classes']]
+    r = cli('predict', run, *q.file, '--out', tmp_path/'pred')
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert re.search(rf"^{len(q)} images in .* on cpu$", r.stdout, re.M), r.stdout
+    p = pd.read_csv(tmp_path/'pred'/'predictions.csv')
+    assert list(p.columns) == ['file', 'predicted', 'cosine', *cos] and (tmp_path/'pred'/'gallery.png').exists()
+    assert list(p.file) == list(q.file) and list(p.predicted) == list(q.predicted)
+    assert (p[cos] - q[cos]).abs().max().max() < 1e-6
+    sup = pd.read_csv(run/'support.csv')
+    assert len(sup) == card['support']['n'] and sup.label.value_counts().to_dict() == card['support']['per_class']
+    for i,s in enumerate(sup.itertuples()):
+        (tmp_path/'support'/s.label).mkdir(parents=True, exist_ok=True)
+        (tmp_path/'support'/s.label/f'{i}{Path(s.file).suffix}').symlink_to(s.file)
+    args = lambda run_dir, out: _parser().parse_args(['predict', str(run_dir), *q.file[:4], '--out', str(tmp_path/out),
+                                                      '--support', str(tmp_path/'support'), '--no-overlays'])
+    assert _cmd_predict(args(run/'aam_consistency', 'pred2')) == 0          # in this process: torch is loaded already
+    p2 = pd.read_csv(tmp_path/'pred2'/'predictions.csv')
+    assert list(p2.predicted) == list(q.predicted[:4]) and (p2[cos] - q[cos][:4]).abs().max().max() < 1e-5
+    with pytest.raises(ConfigError, match='wbc_classifier runs take no support set'): _cmd_predict(args(wbc_run, 'pred3'))
