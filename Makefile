@@ -13,13 +13,16 @@ install: $(STAMP)
 
 # Reinstall whenever the declared requirements or the lock change. The kernel 'hemabook' (JupyterLab, papermill,
 # `hemabook run`) hides one warning, which fastai 2.8's import raises with the torch pinned here (its layers call the
-# deprecated torch.jit.script) and which no user can act on; every other warning shows.
+# deprecated torch.jit.script) and which no user can act on; every other warning shows. Then umap-learn's numba
+# functions are compiled into their disk cache (hemabook.crossdomain.warm_umap, ~45 s on one core): once per
+# install, not in the first run that draws a UMAP.
 $(STAMP): setup.py settings.ini constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "pip>=23"
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name hemabook --display-name "Python (hemabook)" \
 	  --env PYTHONWARNINGS 'ignore:`torch.jit.script` is deprecated:FutureWarning'
+	$(BIN)/python -W ignore -c "from hemabook.crossdomain import warm_umap; warm_umap()"
 	touch $(STAMP)
 
 demo: install

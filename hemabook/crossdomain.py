@@ -14,7 +14,7 @@ from .metrics import plot_confusion_matrix
 
 # %% auto #0
 __all__ = ['CLASSIFIERS', 'make_classifier', 'cross_domain_eval', 'results_table', 'fmt_results', 'majority_rate',
-           'plot_confusion', 'umap_cached', 'plot_umap']
+           'plot_confusion', 'umap_cached', 'warm_umap', 'plot_umap']
 
 # %% ../nbs/03_crossdomain.ipynb #b7e27cea
 CLASSIFIERS = ('rf', 'xgboost', 'svm_poly', 'svm_rbf', 'mlp', 'logreg')
@@ -151,6 +151,11 @@ def umap_cached():
                 except RuntimeError: pass   # no writable cache folder: it compiles in memory, as numba does by default
         mod._hemabook_cached = True
     return umap
+
+def warm_umap():
+    "Compile umap's numba functions into their disk cache now (`umap_cached`), with a UMAP of 40 random points."
+    X = np.random.default_rng(0).normal(size=(40, 8))
+    umap_cached().UMAP(n_neighbors=5, random_state=0, n_jobs=1).fit_transform(X)
 
 def plot_umap(Z:np.ndarray, labels, domains, seed:int=1234, n_neighbors:int=15, figsize=(9, 4)):
     "UMAP of the latents `Z`, coloured by domain (left) and by class (right); returns the figure."
