@@ -33,8 +33,8 @@ __all__ = ['BLOODSHOT_EXCLUDE', 'VARIANTS', 'K_VALUES', 'split_table', 'source_t
            'fewshot_dls', 'create_embedder', 'CosineHead', 'FewShotNet', 'ArcFaceLoss', 'rotate_batch',
            'RotationConsistency', 'fewshot_model', 'fewshot_learner', 'embed_cells', 'prototypes', 'cosine_scores',
            'cosine_predict', 'cls_metrics', 'draw_support', 'FewShotResult', 'few_shot_eval', 'fewshot_table',
-           'k_curve', 'plot_confusion', 'plot_k_curve', 'predict_classes', 'ProtoClassifier', 'save_bloodshot',
-           'BloodShotPredictor']
+           'k_curve', 'plot_confusion', 'plot_k_curve', 'predict_classes', 'ProtoClassifier', 'cosine_table',
+           'save_bloodshot', 'BloodShotPredictor']
 
 # %% ../nbs/40_fewshot.ipynb #de80d44d
 BLOODSHOT_EXCLUDE = ('KSC', 'LYA', 'MMZ', 'MOB')   # Matek-19 types with fewer than 30 images, left out by BloodShot
@@ -494,6 +494,14 @@ class ProtoClassifier(nn.Module):
     def forward(self, x):
         return F.normalize(self.embedder(x).double(), dim=1) @ F.normalize(self.prototypes, dim=1).T
 
+def cosine_table(files,            # The images, in the rows' order
+                 cos:np.ndarray,   # M×C cosines (`cosine_scores`, or a `ProtoClassifier`'s output)
+                 classes:list,     # Class names, in the prototypes' order
+                ) -> pd.DataFrame:
+    "One row per image: `file`, the nearest prototype's class (`predicted`), its `cosine`, and `cos_<class>` for each."
+    return pd.DataFrame({'file': [str(f) for f in files], 'predicted': [classes[i] for i in cos.argmax(1)],
+                         'cosine': cos.max(1), **{f'cos_{c}': cos[:, j] for j,c in enumerate(classes)}})
+
 def save_bloodshot(run_dir:str|Path,     # The run folder (or a variant's folder in it)
                    embedder:nn.Module,   # The trained embedder (`FewShotNet.embedder`)
                    protos:np.ndarray,    # C×D prototypes (`prototypes` of the support embeddings)
@@ -532,9 +540,8 @@ class BloodShotPredictor(ClassifierPredictor):
 
     def predict(self, inputs, bs:int=64, verbose:bool=True) -> pd.DataFrame:
         "One row per image: the nearest prototype's class, its cosine, and the cosine with every class's prototype."
-        files,cls,t0 = image_inputs(inputs),self.card['classes'],time.time()
+        files,t0 = image_inputs(inputs),time.time()
         cos = _eval_batches(self.model, self.model, files, self.card['image_size'], bs, self.device).numpy()
-        df = pd.DataFrame({'file': [str(f) for f in files], 'predicted': [cls[i] for i in cos.argmax(1)],
-                           'cosine': cos.max(1), **{f'cos_{c}': cos[:, j] for j,c in enumerate(cls)}})
+        df = cosine_table(files, cos, self.card['classes'])
         df.attrs['summary'] = summary(len(files), time.time() - t0, self.device)
         return df

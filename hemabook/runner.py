@@ -453,14 +453,14 @@ def _cmd_samples(a):
 def _cmd_predict(a):
     "`hemabook predict RUN_DIR INPUT... --out DIR`: the run's model on the images; tables and pictures in DIR."
     from hemabook.predict import check_inputs, load_run
-    files = check_inputs(a.run_dir, a.inputs)        # refused here, in a second, before torch and the model load
+    images = check_inputs(a.run_dir, a.inputs)       # refused here, in a second, before torch and the model load
     if a.support and not Path(a.support).is_dir(): raise DataError(f"--support {a.support}: no such folder")
     pred = load_run(a.run_dir, a.device)
     if a.support:
         if not hasattr(pred, 'set_support'):
             raise ConfigError(f"--support: {pred.card['experiment']} runs take no support set (BloodShot runs do)")
         pred.set_support(a.support)
-    res = pred.predict(files, verbose=sys.stderr.isatty(), **({'bs': a.bs} if a.bs else {}))
+    res = pred.predict(images, verbose=sys.stderr.isatty(), **({'bs': a.bs} if a.bs else {}))
     files = pred.write(res, a.out, overlays=not a.no_overlays)
     print(res.attrs['summary']); print(f"wrote {', '.join(str(f) for f in files)}")
     return 0
