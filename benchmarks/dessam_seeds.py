@@ -52,7 +52,7 @@ if __name__ == '__main__':
     p.add_argument('--data', required=True, help='DSB2018 folder (stage1_train layout)')
     p.add_argument('--sz', type=int, default=512); p.add_argument('--epochs', type=int, default=6)
     p.add_argument('--lr', type=float, default=1e-3); p.add_argument('--bs', type=int, default=2)
-    p.add_argument('--fpn', type=int, default=64); p.add_argument('--levelset', type=float, default=.03)
+    p.add_argument('--fpn', type=int, default=32); p.add_argument('--levelset', type=float, default=.03)
     p.add_argument('--pairs', default='centre', choices=['centre', 'both'])
     p.add_argument('--seeds', type=int, nargs='+', default=[0]); p.add_argument('--jobs', type=int, default=1)
     p.add_argument('--device', default='auto'); p.add_argument('--threads', type=int, default=None)

@@ -268,8 +268,11 @@ def loss_terms(self:DesSAM, images:torch.Tensor, targets:list) -> dict:
 def detect(self:DesSAM, images:torch.Tensor,  # B×3×sz×sz in [0, 1]
            boxes:list|None=None,               # Per-image n×4 boxes to prompt with instead of detecting
            masks:tuple=('student',),           # 'student' (adds `mask_logits`) and/or 'teacher' (`teacher_logits`)
+           score_thr:float=0.,                 # Masks only for detections scoring at least this (all given boxes)
           ) -> list:                           # Per image: boxes, scores, labels (0-based), the mask logits asked for
-    "Detections (or the given boxes) with box-prompted mask logits, n×1×sz/4×sz/4 over the whole input."
+    """Detections (or the given boxes) with box-prompted mask logits, n×1×sz/4×sz/4 over the whole input: one per box,
+    or with `score_thr` one per detection scoring at least that, in the detections' order (the rest get no mask:
+    decoding the low-scoring ones an evaluation drops took most of its time)."""
     with eval_mode(self):
         if boxes is None:
             dets = self.det(list(images))
@@ -280,9 +283,10 @@ def detect(self:DesSAM, images:torch.Tensor,  # B×3×sz×sz in [0, 1]
                          labels=torch.zeros(len(b), dtype=torch.long, device=b.device)) for b in boxes]
         emb,m = self.backbone.embed,self.sz//4
         for i,d in enumerate(dets):
+            bx = d['boxes'] if boxes is not None else d['boxes'][d['scores'] >= score_thr]
             for kind,key in (('student', 'mask_logits'), ('teacher', 'teacher_logits')):
-                if kind in masks: d[key] = (self.decode(emb[i:i+1], d['boxes'], kind == 'teacher')
-                                            if len(d['boxes']) else emb.new_zeros((0, 1, m, m)))
+                if kind in masks: d[key] = (self.decode(emb[i:i+1], bx, kind == 'teacher')
+                                            if len(bx) else emb.new_zeros((0, 1, m, m)))
     return dets
 
 # %% ../nbs/60_dessam.ipynb #238bb9f6
@@ -432,7 +436,8 @@ def predict_instances(model:DesSAM|None,  # A trained model; None when only ('gt
         for src in {b for b,_ in kinds}:
             if model is None:
                 runs[src] = [dict(boxes=t['boxes'], scores=torch.ones(len(t['boxes']))) for t in yb]; continue
-            runs[src] = model.detect(xb, None if src == 'detect' else [t['boxes'].to(dev) for t in yb], tuple(needs))
+            runs[src] = model.detect(xb, None if src == 'detect' else [t['boxes'].to(dev) for t in yb], tuple(needs),
+                                     score_thr=score_thr)
         for j in range(len(xb)):
             p = ds.items[k][0]; k += 1; h,w = int(meta.loc[p, 'height']), int(meta.loc[p, 'width'])
             sc = torch.tensor([w/sz, h/sz]*2); res = {}
@@ -446,7 +451,7 @@ def predict_instances(model:DesSAM|None,  # A trained model; None when only ('gt
                     if mk == 'box':
                         res[_kind((b, mk))] = box_labels(bx.numpy(), (h, w), s.numpy() if src == 'detect' else None)
                     else:
-                        lg = d['mask_logits' if mk == 'student' else 'teacher_logits'][keep.to(d['boxes'].device)]
+                        lg = d['mask_logits' if mk == 'student' else 'teacher_logits']   # those of the kept boxes
                         res[_kind((b, mk))] = instance_labels(lg, bx.numpy(), (h, w),
                                                               s.numpy() if src == 'detect' else None,
                                                               min_area=min_area, pad=pad)
