@@ -525,6 +525,7 @@ def distrib_ctx(learn:Learner,          # The learner to train with DDP
 
 # %% ../nbs/01_train.ipynb #0287a734
 _shares = []       # training items this process saw in the last epoch of each DDP fit, in order
+_changed = []      # per DDP fit, in order: [trainable parameter tensors the fit changed, trainable tensors]
 
 class DistributedError(HemabookError):
     "The processes of a distributed run disagree: they hold different weights where they must hold the same."
@@ -532,14 +533,22 @@ class DistributedError(HemabookError):
 class RankDone(SystemExit):
     "Raised by `end_distributed` in every process but rank 0: its part of the run is over (exit status 0)."
 
+def _fingerprints(model):
+    "Each trainable parameter's sum and sum of squares (float64): two numbers to keep per tensor, and a step moves them."
+    return {k: torch.stack([p.detach().double().sum(), p.detach().double().square().sum()]).cpu()
+            for k,p in get_model(model).named_parameters() if p.requires_grad}
+
 class ShareCount(Callback):
-    "Count the training items this process sees in each epoch; after the fit, note the last epoch's count."
+    "Count the training items this process sees in each epoch, and the parameter tensors the fit changes; note both."
     order = 5
+    def before_fit(self): self.start = _fingerprints(self.learn.model)
     def before_epoch(self): self.n = 0
     def after_batch(self):
         if self.training: self.n += find_bs(self.learn.yb)
     def after_fit(self):
         if hasattr(self, 'n'): _shares.append(int(self.n))
+        end = _fingerprints(self.learn.model)
+        _changed.append([sum(k in self.start and not torch.equal(self.start[k], v) for k,v in end.items()), len(end)])
 
 def _digest(models):
     "A hash of the parameters of `models`: DDP keeps them the same in every process (BatchNorm statistics it does not)."
@@ -559,9 +568,10 @@ def end_distributed(*models:torch.nn.Module, # The trained models: every process
     rows = [None]*n
     dist.all_gather_object(rows, dict(digest=_digest(models), items=list(_shares)))
     same = len({r['digest'] for r in rows}) == 1
-    if rank == 0 and (run := current_run()) is not None:
+    if rank == 0 and (run := current_run()) is not None:   # per fit: items each process trained on; tensors it moved
         run.update(distributed=dict(world_size=n, backend=dist.get_backend(), identical_weights=same,
-                                    train_items_per_rank=[r['items'] for r in rows]))
+                                    train_items_per_rank=[r['items'] for r in rows],
+                                    tensors_changed_per_fit=list(_changed)))
     if not same: raise DistributedError(f"the {n} processes ended training with different weights "
                                         f"({', '.join(r['digest'] for r in rows)}): DDP did not keep them in step")
     if rank:

@@ -2,7 +2,8 @@
 
 Each run trains tests/ddp_worker.py's tiny model on 2 processes for 2 epochs. DDP must keep both processes' weights
 identical although they start from different random weights, training must move them, and each process must train on
-its own half of the samples in every epoch. Nothing here asks `torch.cuda` anything in the pytest process: after that,
+its own half of the samples in every epoch. Then each experiment's smoke preset on two processes, and the plain
+classifier's on two "nodes". Nothing here asks `torch.cuda` anything in the pytest process: after that,
 processes forked from it could not use CUDA, which would break these tests on a GPU machine.
 """
 import json, os, subprocess, sys
@@ -15,7 +16,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import ddp_worker as W
-from conftest import cli
+from conftest import check_two_process_run, cli
 
 def _check_run(out):
     "Assert what a finished 2-process run in `out` must show."
@@ -71,31 +72,12 @@ def test_fit_under_torchrun_by_itself(tmp_path):
     _check_run(tmp_path)
     rec = json.loads((tmp_path/'run'/'run.json').read_text())
     assert rec['distributed'] == dict(world_size=2, backend='gloo', identical_weights=True,
-                                      train_items_per_rank=[[W.N_TRAIN//2], [W.N_TRAIN//2]]), rec.get('distributed')
+                                      train_items_per_rank=[[W.N_TRAIN//2], [W.N_TRAIN//2]],
+                                      tensors_changed_per_fit=[[4, 4]]), rec.get('distributed')   # IdxNet's 4
     assert (tmp_path/'after_end.txt').read_text() == 'rank 0', "only rank 0 goes on after end_distributed"
     r1 = tmp_path/'run'/'.ranks'/'rank1'
     assert (r1/'run.json').exists() and not (r1/'checkpoints').exists() and not (r1/'history.json').exists()
     assert json.loads((tmp_path/'run'/'params.json').read_text())['processes']['n'] == 2
-
-def test_methods_train_under_ddp(tmp_path):
-    """Each method's model and learner, one epoch on its bundled sample in one 2-process torchrun (the methods in turn):
-    both ranks start from different weights and end with the same, moved ones. Each method had its own way to fail:
-    AttriDet's torch `DataLoader`s with `det_collate` were rebuilt by fastai's `DistributedDL` with its own collate (a
-    `TypeError` in the loss; hemabook's keeps the collate); SAMed's prompt encoder had weights the prompt-free decode
-    never uses, and DDP refuses parameters that get no gradient (they are frozen now); DES-SAM had the same unused
-    weights and trained apart without any error (see `hemabook.train.UnusedParams`). BloodShot trains with its
-    rotation-consistency callback, which runs the model a second time in each step; BC-SAM's stage 1 with its own
-    warm-up cosine schedule; the plain classifier is a timm ResNet with BatchNorm. One test, so that one pytest-xdist
-    worker runs the torchrun once."""
-    _torchrun(tmp_path, *W.METHODS, timeout=600)
-    for method in W.METHODS:
-        out = tmp_path/method
-        init0,init1,fin0,fin1 = [torch.load(out/f'{f}.pth', weights_only=True)
-                                 for f in ('init0', 'init1', 'final0', 'final1')]
-        assert any(not torch.equal(init0[k], init1[k]) for k in init0 if init0[k].is_floating_point()), method
-        for k in fin0: assert torch.equal(fin0[k], fin1[k]), f"{method}: rank 0 and rank 1 differ in {k}"
-        moved = sum(not torch.equal(fin0[k], init0[k]) for k in fin0 if fin0[k].is_floating_point())
-        assert moved > sum(v.is_floating_point() for v in fin0.values())//2, f"{method}: training did not move the weights"
 
 def test_embed_images_split_over_two_processes(tmp_path):
     """`embed_images` in a 2-process group finishes a cache one process began: each process encodes its batch of each
@@ -126,43 +108,26 @@ def test_embed_images_split_over_two_processes(tmp_path):
         assert err.startswith('DataError') and 'broken.png' in err, (r, err)
     assert json.loads((bad/'cache'/'progress.json').read_text())['done'] == 12   # rounds 1 and process 0's half of 2
 
-# Each experiment's smoke preset, cut to a few epochs: `hemabook run NAME --gpus 2` on the CPU (gloo).
+# Each experiment's smoke preset, cut to one epoch: `hemabook run NAME --gpus 2` on the CPU (gloo).
 GPUS2 = dict(samed=['EPOCHS', '1'], dessam=['EPOCHS', '1'], attridet=['EPOCHS', '1'],
              bloodshot=['EPOCHS', '1', 'VARIANTS', 'aam_consistency', 'EPISODES', '10', 'CURVE_EPISODES', '5'],
              bcsam=['SEG_EPOCHS', '1', 'AE_EPOCHS', '1'])     # one epoch: the processes' agreement is what is checked
 # wbc_classifier's two processes are the two "nodes" of `test_two_nodes_on_loopback` (each launcher starts a process)
 SAVED = dict(samed='adapters.safetensors', bcsam='stage1_adapters.safetensors', bloodshot='aam_consistency/embedder.pth')
 
-def _tensors(f):
-    "The tensors of a safetensors or weights-only torch file."
-    if f.suffix == '.safetensors':
-        from safetensors.torch import load_file
-        return load_file(f)
-    return torch.load(f, weights_only=True)
-
-def _check_two_process_run(out, name):
-    "What a finished `hemabook run --gpus 2` (or two nodes of one process) must leave in run folder `out`."
-    rec = json.loads((out/'run.json').read_text())
-    assert rec['status'] == 'ok', rec
-    d = rec.get('distributed')
-    assert d and d['world_size'] == 2 and d['identical_weights'], (name, d)
-    items = d['train_items_per_rank']
-    assert items[0] == items[1] and all(n > 0 for n in items[0]), (name, items)   # every fit split its data in two
-    assert (out/'metrics.json').exists() and (out/f'{name}.ipynb').exists() and list(out.rglob('history.json'))
-    r1 = out/'.ranks'/'rank1'
-    assert json.loads((r1/'run.json').read_text())['status'] == 'ok', name      # its notebook ended at end_distributed
-    assert 'RankDone' in (r1/f'{name}.ipynb').read_text()
-    for pat in ('metrics.json', 'history.json', 'last.pth', '*.png', 'index.json'):   # records, checkpoints, caches: rank 0's
-        assert not list(r1.rglob(pat)), (name, pat, list(r1.rglob(pat)))
-    if name in SAVED:                                                           # the weights each process saved
-        w0,w1 = _tensors(out/SAVED[name]),_tensors(r1/SAVED[name])
-        assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0), name
-    return rec
-
 def test_every_experiment_runs_on_two_processes(tmp_path):
     """`hemabook run NAME --gpus 2` for each experiment: torchrun starts two `hemabook run`s, each executes the notebook;
     they train together, rank 0 writes the run and the other stops at `end_distributed`, its own notebook kept in
-    `.ranks/rank1`. One test, so that one pytest-xdist worker runs them (in turn: never two trainings at once)."""
+    `.ranks/rank1`; every fit must end with identical weights that it moved (`conftest.check_two_process_run`). One
+    test, so that one pytest-xdist worker runs them (in turn: never two trainings at once).
+
+    Each method had its own way to fail under DDP: AttriDet's torch `DataLoader`s with `det_collate` were rebuilt by
+    fastai's `DistributedDL` with its own collate (a `TypeError` in the loss; hemabook's keeps the collate); SAMed's
+    prompt encoder had weights the prompt-free decode never uses, and DDP refuses parameters that get no gradient (they
+    are frozen now); DES-SAM had the same unused weights (see `hemabook.train.UnusedParams`). BloodShot trains with its
+    rotation-consistency callback, which runs the model a second time in each step; BC-SAM's stage 1 with its own
+    warm-up cosine schedule. That the processes start from different weights and DDP brings them together is the
+    harness's part, checked above on a small model."""
     from hemabook.runner import list_experiments
     assert set(GPUS2) | {'wbc_classifier'} == set(list_experiments()), "every experiment needs its two-process check"
     for name,kv in GPUS2.items():
@@ -170,7 +135,7 @@ def test_every_experiment_runs_on_two_processes(tmp_path):
         r = cli('run', name, '--gpus', '2', '--out', out, *[x for i in range(0, len(kv), 2) for x in ('-p', *kv[i:i+2])],
                 timeout=400)
         assert r.returncode == 0, (name, r.stdout[-3000:] + r.stderr[-3000:])
-        _check_two_process_run(out, name)
+        check_two_process_run(out, name, SAVED.get(name))
 
 def test_two_nodes_on_loopback(tmp_path):
     """`--nodes 2`: two `hemabook run` launchers, as on two machines, meet at 127.0.0.1 and train as one 2-process run.
@@ -184,7 +149,7 @@ def test_two_nodes_on_loopback(tmp_path):
                               stderr=subprocess.STDOUT, text=True, cwd=tmp_path) for r in (1, 0)]
     logs = [p.communicate(timeout=300)[0] for p in procs]
     for p,log in zip(procs, logs): assert p.returncode == 0, log[-3000:]
-    rec = _check_two_process_run(out, 'wbc_classifier')
+    rec = check_two_process_run(out, 'wbc_classifier')
     n_train,bs = json.loads((out/'metrics.json').read_text())['n_train'],json.loads((out/'params.json').read_text())['batch']
     n = rec['distributed']['train_items_per_rank'][0][0]           # each its half, in whole batches (drop_last)
     assert n_train//2 - bs < n <= n_train//2, (n, n_train, bs)
