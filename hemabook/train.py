@@ -534,7 +534,7 @@ class RankDone(SystemExit):
     "Raised by `end_distributed` in every process but rank 0: its part of the run is over (exit status 0)."
 
 def _fingerprints(model):
-    "Each trainable parameter's sum and sum of squares (float64): two numbers to keep per tensor, and a step moves them."
+    "Each trainable parameter's sum and sum of squares (float64): two numbers to keep per tensor; a step moves them."
     return {k: torch.stack([p.detach().double().sum(), p.detach().double().square().sum()]).cpu()
             for k,p in get_model(model).named_parameters() if p.requires_grad}
 
