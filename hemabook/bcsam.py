@@ -23,7 +23,7 @@ from .data.core import note_dropped
 from .data.taxonomy import BCSAM_13, BCSAM_MAP, COMMON_5, bcsam_label, to_common5
 from .train import LRFactorScheduler, hb_learner
 from .sam.embed import EmbeddingCache, EmbeddingEngine, weights_hash, embed_images, prepare_image
-from .sam.semantic import SemanticSam, semantic_sam
+from .sam.semantic import SemanticSam, class_map, semantic_sam
 
 # %% auto #0
 __all__ = ['BCSAM_NORM', 'PROTOCOLS', 'MMD_KINDS', 'warmup_cosine', 'WarmupCosine', 'bcsam_seg_model', 'cell_mask_table',
@@ -122,8 +122,7 @@ class CellMasks:
     @torch.no_grad()
     def __call__(self, emb:torch.Tensor, x:torch.Tensor) -> torch.Tensor:
         lo = self.model.decode(emb.float())
-        lo = F.interpolate(lo, size=x.shape[-2:], mode='bilinear', align_corners=False)
-        return lo.max(1).indices.to(torch.uint8)    # = argmax(1), ties to the first class; 15x faster on a CPU
+        return class_map(lo, x.shape[-2:]).to(torch.uint8)
 
 def extract_cells(model:SemanticSam,     # The stage-1 one-class model
                   paths:list,              # Single-cell images, any `load_image` format

@@ -19,7 +19,7 @@ from torchvision.transforms import InterpolationMode
 
 from .core import ConfigError, eval_mode, progress
 from .train import LRFactorScheduler, hb_learner
-from .sam.semantic import SemanticSam
+from .sam.semantic import SemanticSam, class_map
 from .data.seg import ct_slice_rgb, image_tensor
 
 # %% auto #0
@@ -83,8 +83,7 @@ class MeanDice(Metric):
     def reset(self): self.inter,self.tot = torch.zeros(self.k),torch.zeros(self.k)
     def accumulate(self, learn):
         y = learn.y
-        p = F.interpolate(learn.pred.float(), size=y.shape[-2:], mode='bilinear', align_corners=False)
-        p = p.max(1).indices     # = argmax(1), ties to the first class; `argmax` over dim 1 is 15x slower on a CPU
+        p = class_map(learn.pred.float(), y.shape[-2:])
         for c in range(1, self.k+1):
             pc,yc = p == c,y == c
             self.inter[c-1] += (pc & yc).sum().cpu(); self.tot[c-1] += (pc.sum() + yc.sum()).cpu()

@@ -15,7 +15,7 @@ from .model import build_sam
 from .lora import add_lora
 
 # %% auto #0
-__all__ = ['prompt_free_decode', 'SemanticSam', 'semantic_sam']
+__all__ = ['prompt_free_decode', 'class_map', 'SemanticSam', 'semantic_sam']
 
 # %% ../../nbs/21a_sam_semantic.ipynb #8a5fda7b
 def prompt_free_decode(dec, emb:torch.Tensor, pe:torch.Tensor, dense:torch.Tensor) -> torch.Tensor:
@@ -26,6 +26,13 @@ def prompt_free_decode(dec, emb:torch.Tensor, pe:torch.Tensor, dense:torch.Tenso
     up = dec.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
     hyper = torch.stack([mlp(hs[:, 1+i]) for i,mlp in enumerate(dec.output_hypernetworks_mlps)], 1)
     return (hyper @ up.flatten(2)).view(b, -1, *up.shape[-2:])
+
+def class_map(logits:torch.Tensor, # B×C×h×w class logits
+              size:tuple,            # (H, W) of the label maps
+             ) -> torch.Tensor:      # B×H×W class indices
+    "Per-pixel class of logits upsampled (bilinear) to `size`: the first of tied classes, as `argmax`."
+    lo = F.interpolate(logits, size=size, mode='bilinear', align_corners=False)
+    return lo.max(1).indices     # not `argmax(1)`: the same indices, but 15x slower over dim 1 on a CPU
 
 class SemanticSam(nn.Module):
     "SAMed's prompt-free semantic SAM: images in [0, 1] → low-resolution logits over background + `n_classes`."
@@ -46,8 +53,7 @@ class SemanticSam(nn.Module):
     @torch.no_grad()
     def predict(self, x, size=None):
         "Label maps (B, H, W) at `size` (default: the input's): argmax of the upsampled logits."
-        lo = F.interpolate(self(x), size=size or x.shape[-2:], mode='bilinear', align_corners=False)
-        return lo.max(1).indices     # = argmax(1) (ties to the first class); `argmax` over dim 1 is 15x slower on a CPU
+        return class_map(self(x), size or x.shape[-2:])
 
 # %% ../../nbs/21a_sam_semantic.ipynb #3d1a7b7c
 def semantic_sam(arch:str|dict='vit_b',      # SAM architecture (`SAM_ARCHS`)
