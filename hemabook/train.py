@@ -524,8 +524,7 @@ def distrib_ctx(learn:Learner,          # The learner to train with DDP
         defaults.use_cuda = use_cuda
 
 # %% ../nbs/01_train.ipynb #0287a734
-_shares = []       # training items this process saw in the last epoch of each DDP fit, in order
-_changed = []      # per DDP fit, in order: [trainable parameter tensors the fit changed, trainable tensors]
+_fits = []         # per DDP fit, in order: (items this process saw in its last epoch, [tensors changed, trainable])
 
 class DistributedError(HemabookError):
     "The processes of a distributed run disagree: they hold different weights where they must hold the same."
@@ -546,9 +545,10 @@ class ShareCount(Callback):
     def after_batch(self):
         if self.training: self.n += find_bs(self.learn.yb)
     def after_fit(self):
-        if hasattr(self, 'n'): _shares.append(int(self.n))
+        if not hasattr(self, 'n'): return                   # no epoch began: nothing trained
         end = _fingerprints(self.learn.model)
-        _changed.append([sum(k in self.start and not torch.equal(self.start[k], v) for k,v in end.items()), len(end)])
+        _fits.append((int(self.n), [sum(k in self.start and not torch.equal(self.start[k], v) for k,v in end.items()),
+                                    len(end)]))
 
 def _digest(models):
     "A hash of the parameters of `models`: DDP keeps them the same in every process (BatchNorm statistics it does not)."
@@ -566,12 +566,12 @@ def end_distributed(*models:torch.nn.Module, # The trained models: every process
     rank,n = rank_distrib(),num_distrib()
     _init_group(model_device(models[0]) if models else torch.device('cpu'))
     rows = [None]*n
-    dist.all_gather_object(rows, dict(digest=_digest(models), items=list(_shares)))
+    dist.all_gather_object(rows, dict(digest=_digest(models), items=[n for n,_ in _fits]))
     same = len({r['digest'] for r in rows}) == 1
     if rank == 0 and (run := current_run()) is not None:   # per fit: items each process trained on; tensors it moved
         run.update(distributed=dict(world_size=n, backend=dist.get_backend(), identical_weights=same,
                                     train_items_per_rank=[r['items'] for r in rows],
-                                    tensors_changed_per_fit=list(_changed)))
+                                    tensors_changed_per_fit=[c for _,c in _fits]))
     if not same: raise DistributedError(f"the {n} processes ended training with different weights "
                                         f"({', '.join(r['digest'] for r in rows)}): DDP did not keep them in step")
     if rank:
