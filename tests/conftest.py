@@ -59,38 +59,6 @@ def bccd_split(root):
     from hemabook.data.det import _voc_splits
     return {s: {'train': 'train', 'test': 'valid'}[v] for s,v in _voc_splits(Path(root)/'BCCD').items() if v in ('train', 'test')}
 
-def _tensors(f):
-    "The tensors of a safetensors or weights-only torch file."
-    import torch
-    if f.suffix == '.safetensors':
-        from safetensors.torch import load_file
-        return load_file(f)
-    return torch.load(f, weights_only=True)
-
-def check_two_process_run(out, name, saved=None):
-    """What a finished `hemabook run NAME --gpus 2` (or two "nodes" of one process each) must leave in run folder `out`:
-    rank 0's records once, rank 1's notebook stopped at `end_distributed`, identical weights that every fit moved (more
-    than half the trainable tensors), each process's share of the data; `saved`: a weights file both processes wrote."""
-    import torch
-    rec = json.loads((out/'run.json').read_text())
-    assert rec['status'] == 'ok', rec
-    d = rec.get('distributed')
-    assert d and d['world_size'] == 2 and d['identical_weights'], (name, d)
-    items = d['train_items_per_rank']
-    assert items[0] == items[1] and all(n > 0 for n in items[0]), (name, items)   # every fit split its data in two
-    moved = d['tensors_changed_per_fit']
-    assert len(moved) == len(items[0]) and all(2*k > n > 0 for k,n in moved), (name, moved)   # and trained
-    assert (out/'metrics.json').exists() and (out/f'{name}.ipynb').exists() and list(out.rglob('history.json'))
-    r1 = out/'.ranks'/'rank1'
-    assert json.loads((r1/'run.json').read_text())['status'] == 'ok', name      # its notebook ended at end_distributed
-    assert 'RankDone' in (r1/f'{name}.ipynb').read_text()
-    for pat in ('metrics.json', 'history.json', 'last.pth', '*.png', 'index.json'):   # records, checkpoints, caches: rank 0's
-        assert not list(r1.rglob(pat)), (name, pat, list(r1.rglob(pat)))
-    if saved:                                                                   # the weights each process saved
-        w0,w1 = _tensors(out/saved),_tensors(r1/saved)
-        assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0), name
-    return rec
-
 # The longest tests first (seconds in a full `make test` on 2 cores, 2026-11-23): with `--maxschedchunk 1` (Makefile)
 # pytest-xdist hands tests out one at a time in this order, so no long test is left to run alone at the end.
 _SLOW_FIRST = ('test_dessam.py::test_dsb2018_colour',                    # 453 s

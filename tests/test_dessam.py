@@ -33,7 +33,8 @@ def test_dsb2018_colour(shared_data, tmp_path):
     m = _check_run(out, 0.2)
     s = m['summary']
     assert m['n_test_images'] == 21 and s['box | gt boxes']['n_gt'] > 500
-    assert m['params']['image_size'] == 512 and m['params']['fpn_channels'] == 32 and m['params']['weights']['levelset'] == 0.03
+    p = m['params']
+    assert p['image_size'] == 512 and p['fpn_channels'] == 32 and p['weights']['levelset'] == 0.03
     # Masks trained from boxes alone beat the filled boxes (on the ground-truth boxes, so that mask quality is compared
     # without the detector's errors). The noise, measured (benchmarks/dessam_seeds.py and this test, 2-core CPU, real
     # preset): the AJI gain over the boxes was +0.023 to +0.078 over seeds 0-4 with 2 threads, +0.035 to +0.064 with 1

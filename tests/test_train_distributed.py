@@ -16,7 +16,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import ddp_worker as W
-from conftest import check_two_process_run, cli
+from conftest import cli
 
 def _check_run(out):
     "Assert what a finished 2-process run in `out` must show."
@@ -115,10 +115,40 @@ GPUS2 = dict(samed=['EPOCHS', '1'], dessam=['EPOCHS', '1'], attridet=['EPOCHS', 
 # wbc_classifier's two processes are the two "nodes" of `test_two_nodes_on_loopback` (each launcher starts a process)
 SAVED = dict(samed='adapters.safetensors', bcsam='stage1_adapters.safetensors', bloodshot='aam_consistency/embedder.pth')
 
+def _tensors(f):
+    "The tensors of a safetensors or weights-only torch file."
+    if f.suffix == '.safetensors':
+        from safetensors.torch import load_file
+        return load_file(f)
+    return torch.load(f, weights_only=True)
+
+def _check_two_process_run(out, name, saved=None):
+    """What a finished `hemabook run NAME --gpus 2` (or two "nodes" of one process each) must leave in run folder `out`:
+    rank 0's records once, rank 1's notebook stopped at `end_distributed`, identical weights that every fit moved (more
+    than half the trainable tensors), each process's share of the data; `saved`: a weights file both processes wrote."""
+    rec = json.loads((out/'run.json').read_text())
+    assert rec['status'] == 'ok', rec
+    d = rec.get('distributed')
+    assert d and d['world_size'] == 2 and d['identical_weights'], (name, d)
+    items = d['train_items_per_rank']
+    assert items[0] == items[1] and all(n > 0 for n in items[0]), (name, items)   # every fit split its data in two
+    moved = d['tensors_changed_per_fit']
+    assert len(moved) == len(items[0]) and all(2*k > n > 0 for k,n in moved), (name, moved)   # and trained
+    assert (out/'metrics.json').exists() and (out/f'{name}.ipynb').exists() and list(out.rglob('history.json'))
+    r1 = out/'.ranks'/'rank1'
+    assert json.loads((r1/'run.json').read_text())['status'] == 'ok', name      # its notebook ended at end_distributed
+    assert 'RankDone' in (r1/f'{name}.ipynb').read_text()
+    for pat in ('metrics.json', 'history.json', 'last.pth', '*.png', 'index.json'):   # records, checkpoints, caches: rank 0's
+        assert not list(r1.rglob(pat)), (name, pat, list(r1.rglob(pat)))
+    if saved:                                                                   # the weights each process saved
+        w0,w1 = _tensors(out/saved),_tensors(r1/saved)
+        assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0), name
+    return rec
+
 def test_every_experiment_runs_on_two_processes(tmp_path):
     """`hemabook run NAME --gpus 2` for each experiment: torchrun starts two `hemabook run`s, each executes the notebook;
     they train together, rank 0 writes the run and the other stops at `end_distributed`, its own notebook kept in
-    `.ranks/rank1`; every fit must end with identical weights that it moved (`conftest.check_two_process_run`). One
+    `.ranks/rank1`; every fit must end with identical weights that it moved (`_check_two_process_run`). One
     test, so that one pytest-xdist worker runs them (in turn: never two trainings at once).
 
     Each method had its own way to fail under DDP: AttriDet's torch `DataLoader`s with `det_collate` were rebuilt by
@@ -135,7 +165,7 @@ def test_every_experiment_runs_on_two_processes(tmp_path):
         r = cli('run', name, '--gpus', '2', '--out', out, *[x for i in range(0, len(kv), 2) for x in ('-p', *kv[i:i+2])],
                 timeout=400)
         assert r.returncode == 0, (name, r.stdout[-3000:] + r.stderr[-3000:])
-        check_two_process_run(out, name, SAVED.get(name))
+        _check_two_process_run(out, name, SAVED.get(name))
 
 def test_two_nodes_on_loopback(tmp_path):
     """`--nodes 2`: two `hemabook run` launchers, as on two machines, meet at 127.0.0.1 and train as one 2-process run.
@@ -149,7 +179,7 @@ def test_two_nodes_on_loopback(tmp_path):
                               stderr=subprocess.STDOUT, text=True, cwd=tmp_path) for r in (1, 0)]
     logs = [p.communicate(timeout=300)[0] for p in procs]
     for p,log in zip(procs, logs): assert p.returncode == 0, log[-3000:]
-    rec = check_two_process_run(out, 'wbc_classifier')
+    rec = _check_two_process_run(out, 'wbc_classifier')
     n_train,bs = json.loads((out/'metrics.json').read_text())['n_train'],json.loads((out/'params.json').read_text())['batch']
     n = rec['distributed']['train_items_per_rank'][0][0]           # each its half, in whole batches (drop_last)
     assert n_train//2 - bs < n <= n_train//2, (n, n_train, bs)
