@@ -18,36 +18,38 @@ def _check_run(out, untrained_margin):
     assert s['box | gt boxes']['n_pred'] == s['box | gt boxes']['n_gt'] == s['student | gt boxes']['n_gt']
     assert s['student | gt boxes']['n_pred'] >= 0.95*s['student | gt boxes']['n_gt'], s['student | gt boxes']
     assert 0.4 < s['box | gt boxes']['aji'] < 0.95
-    # learning from boxes: the detector and the masks leave the untrained model far behind
-    assert m['box_ap50'] > m['untrained_reference']['box_ap50'] + 0.3, (m['box_ap50'], m['untrained_reference']['box_ap50'])
+    # learning from boxes: the detector and the masks leave the untrained model far behind (box AP 0.37-0.48 after 4
+    # epochs over seeds 0-4, 0.46-0.54 after 6; untrained 0.000)
+    assert m['box_ap50'] > m['untrained_reference']['box_ap50'] + 0.25, (m['box_ap50'], m['untrained_reference']['box_ap50'])
     assert s['student | gt boxes']['aji'] > ref['student | gt boxes']['aji'] + untrained_margin, (s['student | gt boxes'], ref['student | gt boxes'])
     assert (out/'instances.png').stat().st_size > 10_000 and (out/'per_image.csv').exists() and (out/'model'/'checkpoints'/'last.pth').exists()
     return m
 
 def test_dsb2018_colour(shared_data, tmp_path):
-    "The real preset on the 107 DSB2018 colour images (boxes from the masks; masks read only to score)."
+    """The real preset on the 107 DSB2018 colour images (boxes from the masks; masks read only to score), trained 4
+    epochs instead of its 6: a third less time, the same margins at this seed (below)."""
     shared_subset(shared_data, 'dsb2018_color')
     out = tmp_path/'run'
-    r = cli('run', 'dessam', '-p', 'PRESET', 'real', '--out', out, timeout=900)
+    r = cli('run', 'dessam', '-p', 'PRESET', 'real', '-p', 'EPOCHS', 4, '--out', out, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     m = _check_run(out, 0.2)
     s = m['summary']
     assert m['n_test_images'] == 21 and s['box | gt boxes']['n_gt'] > 500
     p = m['params']
-    assert p['image_size'] == 512 and p['fpn_channels'] == 32 and p['weights']['levelset'] == 0.03
+    assert p['image_size'] == 512 and p['fpn_channels'] == 32 and p['epochs'] == 4 and p['weights']['levelset'] == 0.03
     # Masks trained from boxes alone beat the filled boxes (on the ground-truth boxes, so that mask quality is compared
-    # without the detector's errors). The noise, measured (benchmarks/dessam_seeds.py and this test, 2-core CPU, real
-    # preset): the AJI gain over the boxes was +0.023 to +0.078 over seeds 0-4 with 2 threads, +0.035 to +0.064 with 1
-    # thread (as here, one per xdist worker), +0.016 and +0.041 in two earlier suite runs: the training trajectory
-    # depends on the seed and on the thread count. With the 32-channel pyramid (the preset since 2026-12-01, 30 % less
-    # CPU time) seeds 0-2 gained +0.078, +0.038, +0.085 (nbs/explanations/dessam_dsb2018.ipynb). A bar at +0.02 sat
-    # inside that spread and failed CI once; the bar is +0.005, below every run measured, and what it guards is the
-    # failure modes (masks that fill their boxes: gain exactly 0; inverted masks: AJI near 0.12).
+    # without the detector's errors). The noise, measured (nbs/explanations/dessam_dsb2018.ipynb; 2-core CPU, one
+    # thread as here, one per xdist worker): the training trajectory depends on the seed (which here also draws the
+    # split) and on the thread count. After 6 epochs, over seeds and both pyramids, the AJI gain was +0.016 to +0.085;
+    # after 4 epochs with the 32-channel pyramid, seeds 0-4: +0.076 (seed 0, this test), +0.085, +0.006, +0.083, +0.100
+    # -- seed 2's masks still nearly filled their boxes. A bar at +0.02 sat inside that spread and failed CI once; the
+    # bar is +0.005, below every run measured, and what it guards is the failure modes (masks that fill their boxes:
+    # gain exactly 0; inverted masks: AJI near 0.12).
     g = s['student | gt boxes']['aji'] - s['box | gt boxes']['aji']
     assert g > 0.005, (s['student | gt boxes'], s['box | gt boxes'])
     assert m['gain_aji']['gt_boxes'] == g and not m['warnings'], m['warnings']
-    # On the detections the gain is smaller and noisier (+0.005 to +0.070 over the thirteen runs): the student must not
-    # be clearly worse than the boxes there.
+    # On the detections the gain is smaller and noisier (+0.005 to +0.070 after 6 epochs, -0.000 to +0.049 after 4):
+    # the student must not be clearly worse than the boxes there.
     assert s['student | detections']['aji'] > s['box | detections']['aji'] - 0.02, (s['student | detections'], s['box | detections'])
     _predict_reproduces_the_run(out, tmp_path/'pred')
 
