@@ -21,16 +21,22 @@ def test_attributes_learned_on_generated_smears(tmp_path):
     with learn.no_bar(): fit(learn, 8, 3e-3)
     r = evaluate_attridet(model, df[df.split == 'test'], LA_LABELS, sz=256)
     det,gt = r['attrs'].set_index('attribute').loc['mean'],r['attrs_oracle'].set_index('attribute').loc['mean']
+    # Measured (one thread, 2026-12-02): at this seed attribute accuracy minus the majority's +0.127 (GT boxes) and
+    # +0.125 (detections), mAP 0.369; at seed 1 only +0.016 and +0.020 (mAP 0.485), below the bars; after 5 epochs
+    # +0.000 / +0.027. The attribute head's learning in 8 epochs depends on the seed: a known weakness, not yet fixed.
     assert gt['n'] >= 7*50 and det['coverage'] > 0.8, (gt['n'], det['coverage'])
     assert gt['accuracy'] > gt['majority'] + 0.05, (gt['accuracy'], gt['majority'])
     assert det['accuracy'] > det['majority'] + 0.05, (det['accuracy'], det['majority'])
     assert r['map50'] > 0.15, r['map50']         # 14 classes from 32 fields: learning, not solved
 
 def test_bccd_wbc_detected(shared_data, tmp_path):
-    "The experiment's bccd preset (fixed seed, 2 CPU epochs from a random tiny backbone): WBC AP@0.5 on BCCD's test set far above an untrained model's."
+    """The experiment's bccd preset (fixed seed, one CPU epoch from a random tiny backbone): WBC AP@0.5 on BCCD's test
+    set far above an untrained model's. Measured after one epoch (2-core CPU, one thread, 2026-12-02): WBC AP 0.795,
+    0.901, 0.957 at seeds 0, 1, 2 (the untrained model's 0.000), mAP 0.537, 0.722, 0.645; after two epochs (seed 0)
+    0.938 and 0.835. The bars below sit under every one of them."""
     shared_subset(shared_data, 'bccd')
     out = tmp_path/'run'
-    r = cli('run', 'attridet', '-p', 'PRESET', 'bccd', '-p', 'EPOCHS', '2', '--out', out, timeout=900)
+    r = cli('run', 'attridet', '-p', 'PRESET', 'bccd', '-p', 'EPOCHS', '1', '--out', out, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     m = json.loads((out/'metrics.json').read_text())
     assert m['classes'] == ['erythrocyte', 'leukocyte', 'platelet'] and m['params']['seed'] == 0
