@@ -4,7 +4,7 @@ Run through `hemabook.train.launch` (import `train`) or from a shell:
 `python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_worker.py OUT [fastai | auto | embed]`.
 Each rank writes to OUT: `init{rank}.pth` (its own initial weights), `final{rank}.pth` (its weights after training) and
 `seen{rank}.json` (the sample indices it trained on, one list per epoch); rank 0 also writes the run folder `OUT/run`.
-`embed [EXTRA]` runs `embed_images` in the two processes (see `embed`).
+`embed [OUT2 EXTRA]` runs `embed_images` in the two processes (see `embed`), then again into OUT2 with EXTRA.
 """
 import json, os, sys
 from pathlib import Path
@@ -93,12 +93,13 @@ def dark_masks(emb, x):
     return (x.float().mean(1) < 128).to(torch.uint8)
 
 def embed(out, extra=None):
-    """`embed_images` in a process group (joined here, gloo): writes `embed{rank}.json` with what the process got back
-    (or the error it stopped with) and how many images it encoded itself. `extra`: a path inserted at index 13 (in process 1's share of the second round)."""
+    """`embed_images` in a process group (joined here, gloo, unless already): writes `embed{rank}.json` with what the
+    process got back (or the error it stopped with) and how many images it encoded itself. `extra`: a path inserted at
+    index 13 (in process 1's share of the second round)."""
     import torch.distributed as dist
     from fastai.torch_core import rank_distrib
     from hemabook.sam.embed import embed_images
-    dist.init_process_group('gloo')
+    if not dist.is_initialized(): dist.init_process_group('gloo')
     rank,paths = rank_distrib(),embed_paths()
     if extra: paths.insert(13, extra)
     eng,encoded = embed_engine(),[]
@@ -116,7 +117,9 @@ def embed(out, extra=None):
 if __name__ == '__main__':
     os.environ.setdefault('HEMABOOK_DEVICE', 'cpu')
     modes = sys.argv[2:]
-    if modes and modes[0] == 'embed': embed(Path(sys.argv[1]), *modes[1:])
+    if modes and modes[0] == 'embed':            # `embed [OUT2 EXTRA]`: then a second cache with EXTRA, same group
+        embed(Path(sys.argv[1]))
+        if len(modes) == 3: embed(Path(modes[1]), modes[2])
     else: train(sys.argv[1], use_fastai=modes == ['fastai'], auto=modes == ['auto'])
     import torch.distributed as dist
     if dist.is_initialized(): dist.destroy_process_group()

@@ -91,7 +91,8 @@ def test_embed_images_split_over_two_processes(tmp_path):
     def stop(done, n):
         if done == 8: raise Stop
     with pytest.raises(Stop): embed_images(paths, eng, tmp_path/'cache', on_batch=stop, **kw)
-    _torchrun(tmp_path, 'embed')
+    bad = tmp_path/'bad'; bad.mkdir(); (bad/'broken.png').write_bytes(b'not an image')
+    _torchrun(tmp_path, 'embed', str(bad), str(bad/'broken.png'))      # the cache, then a new one with a broken image
     recs = [json.loads((tmp_path/f'embed{r}.json').read_text()) for r in (0, 1)]
     # rows 8–21 were left: rounds of 2 × 4 from row 8, so process 0 encodes 8–11 and 16–19, process 1 12–15 and 20–21
     assert recs[0] == dict(n=22, path=str(tmp_path/'cache'), encoded=8), recs
@@ -101,8 +102,6 @@ def test_embed_images_split_over_two_processes(tmp_path):
     assert np.array_equal(got.masks, ref.masks)
     for k in ('emb', 'pre'):    # other thread counts may round differently in the last float16 bit
         np.testing.assert_allclose(got.arrays[k].astype(np.float32), ref.arrays[k].astype(np.float32), rtol=1e-2, atol=1e-3)
-    bad = tmp_path/'bad'; bad.mkdir(); (bad/'broken.png').write_bytes(b'not an image')
-    _torchrun(bad, 'embed', str(bad/'broken.png'))
     for r in (0, 1):
         err = json.loads((bad/f'embed{r}.json').read_text()).get('error', '')
         assert err.startswith('DataError') and 'broken.png' in err, (r, err)
