@@ -59,17 +59,17 @@ def bccd_split(root):
     from hemabook.data.det import _voc_splits
     return {s: {'train': 'train', 'test': 'valid'}[v] for s,v in _voc_splits(Path(root)/'BCCD').items() if v in ('train', 'test')}
 
-# The longest tests first (seconds in a full `make test` on 2 cores, 2026-11-23): with `--maxschedchunk 1` (Makefile)
+# The longest tests first (seconds in a full `make test` on 2 cores, 2026-12-01/02): with `--maxschedchunk 1` (Makefile)
 # pytest-xdist hands tests out one at a time in this order, so no long test is left to run alone at the end.
-_SLOW_FIRST = ('test_dessam.py::test_dsb2018_colour',                    # 453 s
-               'test_experiments.py::test_demo',                          # 246
-               'test_train_distributed.py::test_every_experiment_runs_on_two_processes',   # 129 (2026-11-30)
-               'test_attridet.py::test_bccd_wbc_detected',                # 162
-               'test_fewshot_real.py::test_bloodshot_acevedo_to_bccd',    # 154
-               'test_bcsam_real.py::test_bcsam_acevedo_bccd',             # 129
-               'test_attridet.py::test_attributes_learned_on_generated_smears',  # 128
-               *(f'test_full_presets.py::test_full_preset_dry_run[{n}]'        # 25-60 each (2026-12-01)
-                 for n in ('bcsam', 'bloodshot', 'attridet', 'dessam', 'samed')))
+_SLOW_FIRST = ('test_experiments.py::test_demo',                          # 290
+               'test_dessam.py::test_dsb2018_colour',                    # 250 (4 epochs since 2026-12-02)
+               'test_train_distributed.py::test_every_experiment_runs_on_two_processes',   # 250
+               'test_bcsam_real.py::test_bcsam_acevedo_bccd',             # 140
+               'test_fewshot_real.py::test_bloodshot_acevedo_to_bccd',    # 140
+               'test_attridet.py::test_attributes_learned_on_generated_smears',  # 115
+               'test_attridet.py::test_bccd_wbc_detected',                # 100 (1 epoch since 2026-12-02)
+               *(f'test_full_presets.py::test_full_preset_dry_run[{n}]'        # 25-85 each
+                 for n in ('bcsam', 'attridet', 'dessam', 'samed', 'bloodshot')))
 
 def pytest_collection_modifyitems(config, items):
     "Run the known long tests first; the rest keep their order."
