@@ -144,5 +144,7 @@ def test_predict_bloodshot_queries_as_the_run_classified_them(demo_runs, wbc_run
                                                       '--support', str(tmp_path/'support'), '--no-overlays'])
     assert _cmd_predict(args(run/'aam_consistency', 'pred2')) == 0          # in this process: torch is loaded already
     p2 = pd.read_csv(tmp_path/'pred2'/'predictions.csv')
-    assert list(p2.predicted) == list(q.predicted[:4]) and (p2[cos] - q[cos][:4]).abs().max().max() < 1e-5
+    # the prototypes come from the same images embedded in other batches, which round differently in float32: the
+    # cosines differed by up to 1e-5 with the 6-epoch smoke embedder, 5.5e-5 with the 4-epoch one (2026-12-02)
+    assert list(p2.predicted) == list(q.predicted[:4]) and (p2[cos] - q[cos][:4]).abs().max().max() < 5e-4
     with pytest.raises(ConfigError, match='wbc_classifier runs take no support set'): _cmd_predict(args(wbc_run, 'pred3'))
