@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.hemabook-installed
 WORKERS ?= 2
 
-.PHONY: install demo test clean-nbs sync-check test-nbs outputs docs browser lock clean
+.PHONY: install demo test test-slow clean-nbs sync-check test-nbs outputs docs browser lock clean
 
 install: $(STAMP)
 
@@ -51,10 +51,17 @@ sync-check: install
 test-nbs: install
 	$(BIN)/nbdev_test --n_workers $(WORKERS) --timing
 
+# The notebooks' cells flagged `#| slow` too (worked examples that train; `make test` skips them): about 5 CPU minutes.
+test-slow: install
+	HEMABOOK_TEST_FLAGS="slow" $(BIN)/python -m pytest -n $(WORKERS) --maxschedchunk 1 tests/test_notebooks.py
+
 # Execute notebooks and store their outputs (figures, tables) for the docs: `make outputs NBS="nbs/10_synthetic.ipynb"`.
+# Cells flagged `#| slow` (the worked examples that train for a minute; `make test` skips them) run here, so the pages
+# keep their outputs; `FLAGS="slow gpu"` on a GPU machine runs the `#| gpu` cells too.
 NBS ?= $(shell find nbs -name '*.ipynb' -not -path '*/.*' -not -name '_*' | sort)
+FLAGS ?= slow
 outputs: install
-	$(BIN)/python tools/execute_nbs.py $(NBS) && rm -rf nbs/experiments/runs && $(CLEAN_NBS)
+	$(BIN)/python tools/execute_nbs.py --flags "$(FLAGS)" $(NBS) && rm -rf nbs/experiments/runs && $(CLEAN_NBS)
 
 # The docs site in _docs/ and README.md, from nbs/: `nbdev_docs` where quarto is on PATH, else nbdev's
 # processing into _proc/ rendered by smalldocs (see tools/build_docs.py). `--readme` rebuilds only README.md.
