@@ -1,10 +1,11 @@
 """One process of a tiny 2-process DDP run on the CPU, for tests/test_train_distributed.py.
 
 Run through `hemabook.train.launch` (import `train`) or from a shell:
-`python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_worker.py OUT [fastai | auto | embed]`.
+`python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_worker.py OUT [fastai | auto | embed ...]`.
 Each rank writes to OUT: `init{rank}.pth` (its own initial weights), `final{rank}.pth` (its weights after training) and
 `seen{rank}.json` (the sample indices it trained on, one list per epoch); rank 0 also writes the run folder `OUT/run`.
-`embed [OUT2 EXTRA]` runs `embed_images` in the two processes (see `embed`), then again into OUT2 with EXTRA.
+`embed [OUT2 EXTRA] [auto]` runs `embed_images` in the two processes (see `embed`), then again into OUT2 with EXTRA,
+then `auto`'s training in the same process group.
 """
 import json, os, sys
 from pathlib import Path
@@ -117,9 +118,10 @@ def embed(out, extra=None):
 if __name__ == '__main__':
     os.environ.setdefault('HEMABOOK_DEVICE', 'cpu')
     modes = sys.argv[2:]
-    if modes and modes[0] == 'embed':            # `embed [OUT2 EXTRA]`: then a second cache with EXTRA, same group
+    if modes and modes[0] == 'embed':            # `embed [OUT2 EXTRA] [auto]`: a second cache with EXTRA, then `auto`
         embed(Path(sys.argv[1]))
-        if len(modes) == 3: embed(Path(modes[1]), modes[2])
+        if len(modes) >= 3: embed(Path(modes[1]), modes[2])
+        if modes[-1] == 'auto': train(sys.argv[1], auto=True)    # in the same process group
     else: train(sys.argv[1], use_fastai=modes == ['fastai'], auto=modes == ['auto'])
     import torch.distributed as dist
     if dist.is_initialized(): dist.destroy_process_group()

@@ -42,19 +42,24 @@ def _check_run(out):
     for k in fin0: assert torch.equal(ckpt['model'][k], fin0[k])
     assert sorted(p.name for p in (run/'checkpoints').iterdir()) == ['last.pth'], "no stray temporary files"
 
-def _launch(out, use_fastai=False):
-    """`launch(W.train, out, use_fastai)` from a fresh interpreter. A launch forked from a pytest worker inherits the locks
-    of whatever threads earlier tests started there, and its processes can deadlock (seen once, hanging `make test`)."""
+@pytest.fixture(scope='module')
+def launched(tmp_path_factory):
+    """Two `launch`es from one fresh interpreter (its imports paid once): `launch(W.train, hemabook, False)` with
+    hemabook's `distrib_ctx`, then `launch(W.train, fastai, True)` with fastai's own. A launch forked from a pytest
+    worker inherits the locks of whatever threads earlier tests started there, and its processes can deadlock (seen
+    once, hanging `make test`). Returns the two output folders."""
+    d = {k: tmp_path_factory.mktemp(k) for k in ('hemabook', 'fastai')}
     code = (f"import sys; sys.path.insert(0, {str(HERE)!r}); import ddp_worker as W; from hemabook.train import launch; "
-            f"launch(W.train, {str(out)!r}, {use_fastai}, num_processes=2)")
+            f"launch(W.train, {str(d['hemabook'])!r}, False, num_processes=2); "
+            f"launch(W.train, {str(d['fastai'])!r}, True, num_processes=2)")
     res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300,
                          env={**os.environ, 'HEMABOOK_DEVICE': 'cpu'})
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return d
 
-def test_launch_two_cpu_processes(tmp_path):
+def test_launch_two_cpu_processes(launched):
     "`launch` (accelerate's notebook_launcher, forked) with hemabook's `distrib_ctx`."
-    _launch(tmp_path)
-    _check_run(tmp_path)
+    _check_run(launched['hemabook'])
 
 def _torchrun(out, *args, timeout=180):
     "`torchrun --nproc_per_node 2 ddp_worker.py OUT ARGS...` on the CPU, as from a shell; it must succeed."
@@ -64,44 +69,55 @@ def _torchrun(out, *args, timeout=180):
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
 
-def test_fit_under_torchrun_by_itself(tmp_path):
+@pytest.fixture(scope='module')
+def torchrun_out(tmp_path_factory):
+    """One `torchrun` of two processes for the two tests below (their imports paid once): `embed_images` finishing a
+    cache that one process began here, then a second cache with a broken image in process 1's share, then the tiny
+    model trained as an experiment notebook trains (`auto`). Returns the folder and the single-process reference cache."""
+    from hemabook.sam.embed import embed_images
+    out = tmp_path_factory.mktemp('torchrun')
+    paths,eng,kw = W.embed_paths(),W.embed_engine(),dict(pre_neck=True, masks=W.dark_masks, verbose=False)
+    ref = embed_images(paths, eng, out/'ref', **kw)
+    class Stop(Exception): pass
+    def stop(done, n):
+        if done == 8: raise Stop
+    with pytest.raises(Stop): embed_images(paths, eng, out/'cache', on_batch=stop, **kw)
+    bad = out/'bad'; bad.mkdir(); (bad/'broken.png').write_bytes(b'not an image')
+    _torchrun(out, 'embed', str(bad), str(bad/'broken.png'), 'auto')
+    return out, ref
+
+def test_fit_under_torchrun_by_itself(torchrun_out):
     """As in an experiment notebook: plain `fit` under torchrun trains with DDP without `distrib_ctx`, each process in
     its own run folder (`rank_folder`); `end_distributed` checks the weights, records the run's processes, and stops
     every process but rank 0, which carries on alone."""
-    _torchrun(tmp_path, 'auto')
-    _check_run(tmp_path)
-    rec = json.loads((tmp_path/'run'/'run.json').read_text())
+    out,_ = torchrun_out
+    _check_run(out)
+    rec = json.loads((out/'run'/'run.json').read_text())
     assert rec['distributed'] == dict(world_size=2, backend='gloo', identical_weights=True,
                                       train_items_per_rank=[[W.N_TRAIN//2], [W.N_TRAIN//2]],
                                       tensors_changed_per_fit=[[4, 4]]), rec.get('distributed')   # IdxNet's 4
-    assert (tmp_path/'after_end.txt').read_text() == 'rank 0', "only rank 0 goes on after end_distributed"
-    r1 = tmp_path/'run'/'.ranks'/'rank1'
+    assert (out/'after_end.txt').read_text() == 'rank 0', "only rank 0 goes on after end_distributed"
+    r1 = out/'run'/'.ranks'/'rank1'
     assert (r1/'run.json').exists() and not (r1/'checkpoints').exists() and not (r1/'history.json').exists()
-    assert json.loads((tmp_path/'run'/'params.json').read_text())['processes']['n'] == 2
+    assert json.loads((out/'run'/'params.json').read_text())['processes']['n'] == 2
 
-def test_embed_images_split_over_two_processes(tmp_path):
+def test_embed_images_split_over_two_processes(torchrun_out):
     """`embed_images` in a 2-process group finishes a cache one process began: each process encodes its batch of each
     round, process 0 stores them in order, and the cache equals one written by a single process. Process 1, on the same
     machine, gets the same cache back. An unreadable image in process 1's share stops both with the `DataError` naming
     it, after everything before it is stored (resumable)."""
-    from hemabook.sam.embed import EmbeddingCache, embed_images
-    paths,eng,kw = W.embed_paths(),W.embed_engine(),dict(pre_neck=True, masks=W.dark_masks, verbose=False)
-    ref = embed_images(paths, eng, tmp_path/'ref', **kw)
-    class Stop(Exception): pass
-    def stop(done, n):
-        if done == 8: raise Stop
-    with pytest.raises(Stop): embed_images(paths, eng, tmp_path/'cache', on_batch=stop, **kw)
-    bad = tmp_path/'bad'; bad.mkdir(); (bad/'broken.png').write_bytes(b'not an image')
-    _torchrun(tmp_path, 'embed', str(bad), str(bad/'broken.png'))      # the cache, then a new one with a broken image
-    recs = [json.loads((tmp_path/f'embed{r}.json').read_text()) for r in (0, 1)]
+    from hemabook.sam.embed import EmbeddingCache
+    out,ref = torchrun_out
+    recs = [json.loads((out/f'embed{r}.json').read_text()) for r in (0, 1)]
     # rows 8–21 were left: rounds of 2 × 4 from row 8, so process 0 encodes 8–11 and 16–19, process 1 12–15 and 20–21
-    assert recs[0] == dict(n=22, path=str(tmp_path/'cache'), encoded=8), recs
-    assert recs[1] == dict(n=22, path=str(tmp_path/'cache'), encoded=6), recs
-    got = EmbeddingCache(tmp_path/'cache')
+    assert recs[0] == dict(n=22, path=str(out/'cache'), encoded=8), recs
+    assert recs[1] == dict(n=22, path=str(out/'cache'), encoded=6), recs
+    got = EmbeddingCache(out/'cache')
     assert got.paths == ref.paths and got.failed == []
     assert np.array_equal(got.masks, ref.masks)
     for k in ('emb', 'pre'):    # other thread counts may round differently in the last float16 bit
         np.testing.assert_allclose(got.arrays[k].astype(np.float32), ref.arrays[k].astype(np.float32), rtol=1e-2, atol=1e-3)
+    bad = out/'bad'
     for r in (0, 1):
         err = json.loads((bad/f'embed{r}.json').read_text()).get('error', '')
         assert err.startswith('DataError') and 'broken.png' in err, (r, err)
@@ -183,11 +199,10 @@ def test_two_nodes_on_loopback(tmp_path):
     n = rec['distributed']['train_items_per_rank'][0][0]           # each its half, in whole batches (drop_last)
     assert n_train//2 - bs < n <= n_train//2, (n, n_train, bs)
 
-def test_fastai_distributed_dl_fails_on_cpu(tmp_path):
+def test_fastai_distributed_dl_fails_on_cpu(launched):
     "The fastai 2.8.7 bug hemabook works around: its DistributedDL moves the indices to CUDA, even for gloo."
-    _launch(tmp_path, True)
     for r in (0, 1):
-        msg = (tmp_path/f'fastai{r}.txt').read_text()
+        msg = (launched['fastai']/f'fastai{r}.txt').read_text()
         if msg.startswith('skip'): pytest.skip(msg[6:])
         assert msg != 'ok', "fastai's DistributedDL trained on the CPU: fixed upstream, hemabook's DistributedDL may go"
         assert 'NVIDIA' in msg or 'CUDA' in msg, msg
