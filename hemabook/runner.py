@@ -12,7 +12,7 @@ from fastcore.xtras import modified_env
 
 from . import __version__
 from .core import ConfigError, DataError, HemabookError, load_json, logger, package_path, repo_root, save_json
-from .runs import RUN_FILE, Run, RunConflict, rank_folder, run_folder
+from .runs import IGNORED, RUN_FILE, Run, RunConflict, format_diff, rank_folder, run_folder
 
 # %% auto #0
 __all__ = ['ExperimentError', 'experiments_path', 'list_experiments', 'experiment_params', 'parse_value', 'check_params',
@@ -237,6 +237,22 @@ def _close(out, rec, tmp, nb, status, seconds, error=None):
     save_json(rec, out/RUN_FILE)
     return rec
 
+# %% ../nbs/90_runner.ipynb #9fc7b64e
+def _refuse_other_numbers(name:str, params:dict, out:Path):
+    "`RunConflict` when the run of `name` in `out` recorded other values of the numeric or yes/no `params` given now."
+    f = Path(out)/RUN_FILE
+    if not f.exists(): return
+    try: rec = load_json(f)
+    except (OSError, ValueError): return                   # a damaged record: the notebook's `open_run` reports it
+    old = rec.get('settings')
+    if rec.get('experiment') != name or not isinstance(old, dict): return
+    num = lambda v: isinstance(v, (bool, int, float))
+    d = {k.lower(): (old[k.lower()], v) for k,v in sorted(params.items())
+         if k.lower() in old and k.lower() not in IGNORED and num(v) and num(old[k.lower()]) and old[k.lower()] != v}
+    if d: raise RunConflict(f"{out} holds run {rec.get('run_id')} made with other settings ({format_diff(d)}); resuming "
+                            f"it would mix two runs. Start a new run in another folder (another --out or OUT_DIR, or "
+                            f"none for a new runs/{name}-<time>), or delete {out} to redo that run")
+
 # %% ../nbs/90_runner.ipynb #dd051783
 def run_experiment(name:str,                  # Experiment name (notebook stem)
                    params:dict|None=None,     # Parameter → value; strings are parsed and checked
@@ -253,6 +269,7 @@ def run_experiment(name:str,                  # Experiment name (notebook stem)
     params = absolute_paths(check_params(name, params or {}, path))   # the notebook runs in the run folder
     kernel = _kernel(kernel)
     base = run_folder(out, name, runs, rank=0).resolve()
+    _refuse_other_numbers(name, params, base)       # at once, not after the kernel's imports
     params['OUT_DIR'] = str(base)
     out = rank_folder(base)              # launched on several processes: ranks other than 0 run in `.ranks/rank<r>`
     token = secrets.token_hex(8); tmp = out/f'.{nb.stem}.{token}.ipynb'
