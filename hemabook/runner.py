@@ -249,9 +249,9 @@ def _refuse_other_numbers(name:str, params:dict, out:Path):
     num = lambda v: isinstance(v, (bool, int, float))
     d = {k.lower(): (old[k.lower()], v) for k,v in sorted(params.items())
          if k.lower() in old and k.lower() not in IGNORED and num(v) and num(old[k.lower()]) and old[k.lower()] != v}
-    if d: raise RunConflict(f"{out} holds run {rec.get('run_id')} made with other settings ({format_diff(d)}); resuming "
-                            f"it would mix two runs. Start a new run in another folder (another --out or OUT_DIR, or "
-                            f"none for a new runs/{name}-<time>), or delete {out} to redo that run")
+    if d: raise RunConflict(f"{out} holds run {rec.get('run_id')} made with other settings ({format_diff(d)}); "
+                            f"resuming it would mix two runs. Start a new run in another folder (another --out or "
+                            f"OUT_DIR, or none for a new runs/{name}-<time>), or delete {out} to redo that run")
 
 # %% ../nbs/90_runner.ipynb #dd051783
 def run_experiment(name:str,                  # Experiment name (notebook stem)
