@@ -12,10 +12,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 # %% auto #0
-__all__ = ['logger', 'IMAGE_EXTS', 'HemabookError', 'DataError', 'CheckpointError', 'ConfigError', 'progress', 'get_device',
-           'model_device', 'eval_mode', 'set_seed', 'repo_root', 'data_path', 'shared_data_path', 'package_path',
-           'samples_path', 'load_image', 'read_image_size', 'show_image', 'show_images', 'jsonable', 'atomic_write',
-           'save_json', 'load_json', 'rel_paths', 'short_list', 'load_tensors']
+__all__ = ['logger', 'IMAGE_EXTS', 'VOLUME_EXTS', 'HemabookError', 'DataError', 'CheckpointError', 'ConfigError', 'progress',
+           'get_device', 'model_device', 'eval_mode', 'set_seed', 'repo_root', 'data_path', 'shared_data_path',
+           'package_path', 'samples_path', 'load_image', 'read_image_size', 'show_image', 'show_images', 'jsonable',
+           'atomic_write', 'save_json', 'load_json', 'rel_paths', 'short_list', 'load_tensors']
 
 # %% ../nbs/00_core.ipynb #dea3b104
 def _is_tensor(o) -> bool:
@@ -173,6 +173,7 @@ def samples_path(*parts:str) -> Path:
 
 # %% ../nbs/00_core.ipynb #60381de0
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff')
+VOLUME_EXTS = ('.npy.h5', '.h5', '.npz', '.nii.gz', '.nii')   # CT volumes (`hemabook.data.seg.read_volume`)
 
 def _read_pil(path):
     with Image.open(path) as im:

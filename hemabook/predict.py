@@ -11,15 +11,14 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from .core import (CheckpointError, ConfigError, DataError, IMAGE_EXTS, atomic_write, get_device, load_image,
-                           read_image_size,
-                           load_json, progress, save_json, short_list)
+from .core import (CheckpointError, ConfigError, DataError, IMAGE_EXTS, VOLUME_EXTS, atomic_write, get_device,
+                           load_image, load_json, progress, read_image_size, save_json, short_list)
 from .runs import current_run
 
 # %% auto #0
-__all__ = ['MODEL_CARD', 'CARD_FORMAT', 'PREDICTORS', 'RunFolderError', 'save_model', 'read_card', 'load_model_weights',
-           'image_inputs', 'image_table', 'output_stems', 'write_coco', 'Predictor', 'load_run', 'check_inputs',
-           'summary', 'ClassifierPredictor']
+__all__ = ['MODEL_CARD', 'CARD_FORMAT', 'PREDICTORS', 'INPUT_EXTS', 'RunFolderError', 'save_model', 'read_card',
+           'load_model_weights', 'image_inputs', 'image_table', 'output_stems', 'write_coco', 'Predictor', 'load_run',
+           'check_inputs', 'summary', 'ClassifierPredictor']
 
 # %% ../nbs/92_predict.ipynb #d6d2b53e
 MODEL_CARD,CARD_FORMAT = 'model.json','hemabook.model/1'
@@ -77,17 +76,19 @@ def load_model_weights(model:torch.nn.Module, # The rebuilt model
     return model
 
 # %% ../nbs/92_predict.ipynb #57b80330
-def image_inputs(inputs:list|str|Path) -> list[Path]:
+def image_inputs(inputs:list|str|Path,   # Files, folders, glob patterns
+                 exts:tuple=IMAGE_EXTS,    # The file name endings taken from folders and patterns
+                ) -> list[Path]:
     "Image files from `inputs`: files, folders (searched recursively), glob patterns; in order, each file once."
-    out = []
+    out,ok = [],lambda f: f.name.lower().endswith(exts)
     for s in ([inputs] if isinstance(inputs, (str, Path)) else inputs):
         p = Path(s)
-        if p.is_dir(): fs = sorted(f for f in p.rglob('*') if f.suffix.lower() in IMAGE_EXTS and f.is_file())
+        if p.is_dir(): fs = sorted(f for f in p.rglob('*') if ok(f) and f.is_file())
         elif p.is_file(): fs = [p]
         elif glob.has_magic(str(s)):
-            fs = sorted(Path(f) for f in glob.glob(str(s), recursive=True) if Path(f).suffix.lower() in IMAGE_EXTS)
+            fs = sorted(Path(f) for f in glob.glob(str(s), recursive=True) if ok(Path(f)))
         else: raise DataError(f"{s}: no such file or folder, and no pattern")
-        if not fs: raise DataError(f"{s}: no image files ({', '.join(IMAGE_EXTS)}) there")
+        if not fs: raise DataError(f"{s}: no image files ({', '.join(exts)}) there")
         out += fs
     return list(dict.fromkeys(out))
 
@@ -103,8 +104,11 @@ def image_table(files:list) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 def output_stems(paths) -> list[str]:
-    "A file name stem per path for per-image outputs, suffixed with its position where two images share a stem."
-    stems = [Path(p).stem for p in paths]
+    "A file name stem per path (`ct` of `a/ct.nii.gz`), suffixed with its position where two paths share one."
+    def stem(p):
+        n = Path(p).name
+        return next((n[:-len(e)] for e in VOLUME_EXTS if n.lower().endswith(e)), Path(p).stem)
+    stems = [stem(p) for p in paths]
     dup = {s for s in stems if stems.count(s) > 1}
     return [f'{s}_{i}' if s in dup else s for i,s in enumerate(stems)]
 
@@ -137,7 +141,9 @@ class Predictor:
 PREDICTORS = {'wbc_classifier': 'hemabook.predict:ClassifierPredictor',   # experiment → 'module:class'
               'attridet': 'hemabook.attridet:AttriDetPredictor',
               'dessam': 'hemabook.dessam:DesSAMPredictor',
-              'bloodshot': 'hemabook.fewshot:BloodShotPredictor'}
+              'bloodshot': 'hemabook.fewshot:BloodShotPredictor',
+              'samed': 'hemabook.samed:SAMedPredictor'}
+INPUT_EXTS = {'samed': IMAGE_EXTS + VOLUME_EXTS}   # experiment → the inputs its predictor takes (others: IMAGE_EXTS)
 
 def load_run(run_dir:str|Path,  # A run folder with a model card
              device=None,       # Where to run; None: the best available
@@ -161,10 +167,15 @@ def check_inputs(run_dir:str|Path,  # A run folder with a model card
                  inputs,            # Files, folders, glob patterns (as `image_inputs`)
                 ) -> list[Path]:    # The image files
     """What `hemabook predict` checks before it loads a model: that `run_dir` has a usable card and a predictor, and
-    that every input is an image whose header reads; `RunFolderError` or `DataError` naming the folder or the file."""
-    _run_card(run_dir)
-    files = image_inputs(inputs)
-    for f in files: read_image_size(f)
+    that every input is an image (or volume, where the predictor takes them) whose header reads; `RunFolderError` or
+    `DataError` naming the folder or the file."""
+    card,_ = _run_card(run_dir)
+    files = image_inputs(inputs, INPUT_EXTS.get(card['experiment'], IMAGE_EXTS))
+    for f in files:
+        if f.name.lower().endswith(IMAGE_EXTS): read_image_size(f)
+        else:
+            from hemabook.data.seg import volume_shape      # h5py, numpy or SimpleITK's header read
+            volume_shape(f)
     return files
 
 def summary(n:int, seconds:float, device) -> str:

@@ -4,6 +4,7 @@
 
 # %% ../nbs/23_samed.ipynb #af8e390c
 from __future__ import annotations
+import time
 from functools import partial
 from pathlib import Path
 
@@ -17,14 +18,16 @@ from fastai.optimizer import Adam
 from torchvision.transforms.v2 import functional as TF
 from torchvision.transforms import InterpolationMode
 
-from .core import ConfigError, eval_mode, progress
+from .core import ConfigError, eval_mode, load_image, logger, progress
 from .train import LRFactorScheduler, hb_learner
 from .sam.semantic import SemanticSam, class_map
-from .data.seg import ct_slice_rgb, image_tensor
+from .data.seg import HU_WINDOW, ct_slice_rgb, image_tensor, is_volume, read_volume, write_label_volume
+from .predict import (INPUT_EXTS, Predictor, image_inputs, load_model_weights, output_stems, save_model,
+                              summary)
 
 # %% auto #0
 __all__ = ['soft_dice_loss', 'SamedLoss', 'samed_augment', 'warmup_poly', 'WarmupPoly', 'MeanDice', 'samed_learner',
-           'predict_volume', 'evaluate_synapse', 'show_prediction']
+           'predict_volume', 'evaluate_synapse', 'show_prediction', 'save_samed', 'SAMedPredictor']
 
 # %% ../nbs/23_samed.ipynb #4b81d050
 def soft_dice_loss(logits:torch.Tensor, # (B, K+1, h, w)
@@ -165,3 +168,85 @@ def show_prediction(img:np.ndarray,     # H×W slice (or H×W×3 image)
     show_masks(img, gt, ax=axs[1], title='ground truth'); show_masks(img, pred, ax=axs[2], title='prediction')
     fig.tight_layout()
     return fig
+
+# %% ../nbs/23_samed.ipynb #6a5b8548
+def save_samed(run_dir:str|Path,   # The run folder
+               model:SemanticSam,  # The trained model (from `hemabook.sam.semantic.semantic_sam`)
+               classes:list,       # Class names, background first (`n_classes + 1`)
+               **spec,             # Anything else for the card
+              ) -> Path:           # The card's path
+    "Write `model` and the card that rebuilds it (`hemabook.predict.save_model`) for `SAMedPredictor`."
+    sam = model.sam
+    if sam.arch == 'custom': raise ConfigError("save_samed: a custom architecture (a dict) has no card")
+    if len(classes) != model.n_classes + 1:
+        raise ConfigError(f"save_samed: {len(classes)} class names for {model.n_classes} classes and the background")
+    lora = {k: sam.lora[k] for k in ('rank', 'alpha', 'blocks', 'decoder')} if getattr(sam, 'lora', None) else None
+    cfg = dict(arch=sam.arch, sz=model.sz, n_classes=model.n_classes, lora=lora,
+               norm=[sam.pixel_mean.flatten().tolist(), sam.pixel_std.flatten().tolist()])
+    return save_model(run_dir, model, 'samed', 'semantic', classes=list(classes), config=cfg, hu_window=list(HU_WINDOW),
+                      **spec)
+
+def _predict_image(model, img, bs=None):
+    "An H×W×3 uint8 image's label map as `predict_volume` makes a slice's: at the model's side, resized back."
+    x = image_tensor(img, model.sz)[None].to(next(model.parameters()).device)
+    with eval_mode(model): p = model.predict(x)
+    return F.interpolate(p[:, None].float(), size=img.shape[:2], mode='nearest')[0, 0].byte().cpu().numpy()
+
+class SAMedPredictor(Predictor):
+    "A SAMed model from its run folder: a class map for each image, and for each slice of a CT volume."
+    def build(self):
+        from hemabook.sam.lora import add_lora
+        from hemabook.sam.model import build_sam
+        c = self.card['config']
+        sam = build_sam(c['arch'], c['sz'], c['n_classes'], norm=tuple(tuple(v) for v in c['norm']))
+        if c.get('lora'): add_lora(sam, **c['lora'])
+        return load_model_weights(SemanticSam(sam), self.run_dir/self.card['weights'])
+
+    def predict(self, inputs, bs:int=8, verbose:bool=True) -> pd.DataFrame:
+        "One row per input (its kind, shape, units and the voxels of each class); the label maps in `.attrs['labels']`."
+        files,cls = image_inputs(inputs, INPUT_EXTS['samed']),self.card['classes']
+        t0,labels,meta,rows = time.time(),{},{},[]
+        for f in progress(files, len(files), 'predicting', verbose):
+            f = str(f)
+            if is_volume(f):
+                vol,meta[f] = read_volume(f, tuple(self.card.get('hu_window', HU_WINDOW)))
+                lbl,kind,units = predict_volume(self.model, vol, bs),'volume',meta[f]['units']
+            else: lbl,kind,units = _predict_image(self.model, load_image(f)),'image','pixels'
+            labels[f] = lbl
+            n = np.bincount(lbl.ravel(), minlength=len(cls))
+            rows.append(dict(file=f, kind=kind, shape='×'.join(map(str, lbl.shape)), input_units=units,
+                             **{f'n_{c}': int(k) for c,k in zip(cls, n)}))
+        df = pd.DataFrame(rows)
+        fg = int(sum(df[f'n_{c}'].sum() for c in cls[1:]))
+        df.attrs |= dict(summary=summary(len(files), time.time() - t0, self.device) + f"; {fg} foreground voxels",
+                         labels=labels, meta=meta)
+        if not fg: logger.warning("SAMed found no foreground (%s) in %d inputs", ', '.join(cls[1:]), len(files))
+        return df
+
+    def write(self, df:pd.DataFrame, out:str|Path, overlays:bool=True) -> list[Path]:
+        "`labels/*` (NIfTI, h5 or 8-bit PNG, as the input came), `labels.csv`; with `overlays`, `overlays/*.png`."
+        from PIL import Image
+        out = Path(out); (out/'labels').mkdir(parents=True, exist_ok=True)
+        labels,meta = df.attrs['labels'],df.attrs['meta']
+        df.to_csv(out/'labels.csv', index=False)
+        for f,name in zip(df.file, output_stems(df.file)):
+            if f in meta: write_label_volume(labels[f], out/'labels'/name, meta[f])
+            else: Image.fromarray(labels[f].astype(np.uint8)).save(out/'labels'/f'{name}.png')
+        files = [out/'labels.csv', out/'labels']
+        if overlays:
+            import matplotlib.pyplot as plt
+            from hemabook.data.seg import show_masks
+            (out/'overlays').mkdir(exist_ok=True)
+            for f,name in zip(df.file, output_stems(df.file)):
+                lbl = labels[f]
+                if f in meta:                     # up to three slices with the most foreground
+                    vol = read_volume(f, tuple(self.card.get('hu_window', HU_WINDOW)))[0]
+                    idx = sorted(np.argsort(-(lbl > 0).reshape(len(lbl), -1).sum(1))[:3])
+                    fig,axs = plt.subplots(1, len(idx), figsize=(3.2*len(idx), 3.4), squeeze=False)
+                    for ax,s in zip(axs[0], idx):
+                        show_masks(ct_slice_rgb(vol[s]), lbl[s], ax=ax, title=f'{Path(f).name}, slice {s}')
+                else:
+                    fig,ax = plt.subplots(figsize=(4, 4)); show_masks(load_image(f), lbl, ax=ax, title=Path(f).name)
+                fig.savefig(out/'overlays'/f'{name}.png', dpi=100, bbox_inches='tight'); plt.close(fig)
+            files.append(out/'overlays')
+        return files

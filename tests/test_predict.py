@@ -148,3 +148,42 @@ def test_predict_bloodshot_queries_as_the_run_classified_them(demo_runs, wbc_run
     # cosines differed by up to 1e-5 with the 6-epoch smoke embedder, 5.5e-5 with the 4-epoch one (2026-12-02)
     assert list(p2.predicted) == list(q.predicted[:4]) and (p2[cos] - q[cos][:4]).abs().max().max() < 5e-4
     with pytest.raises(ConfigError, match='wbc_classifier runs take no support set'): _cmd_predict(args(wbc_run, 'pred3'))
+
+
+def test_predict_samed_volumes_and_images(demo_runs, tmp_path):
+    """The demo's SAMed run on the bundled Synapse test volume (h5), the same volume as a NIfTI in Hounsfield units and one
+    slice as a PNG: the label volume read back from the h5 scores the run's own per-organ Dice (`per_case.csv`); the
+    NIfTI's labels come back in its geometry and agree with the h5's; the PNG's is an 8-bit class map of the image's size."""
+    import h5py
+    import numpy as np
+    import SimpleITK as sitk
+    from PIL import Image
+    from hemabook.data.seg import ct_slice_rgb
+    from hemabook.metrics import case_metrics
+    out,r = demo_runs
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    run,vol_f = out/'samed',REPO/'data_samples'/'synapse'/'test_vol_h5'/'case0001.npy.h5'
+    card = json.loads((run/'model.json').read_text())
+    assert card['experiment'] == 'samed' and card['task'] == 'semantic' and card['classes'][0] == 'background'
+    with h5py.File(vol_f) as h: img,gt = h['image'][:],h['label'][:].astype(np.uint8)
+    ct = sitk.GetImageFromArray(img*400 - 125); ct.SetSpacing((.75, .75, 3.)); sitk.WriteImage(ct, str(tmp_path/'ct.nii.gz'))
+    Image.fromarray(ct_slice_rgb(img[2])).save(tmp_path/'slice2.png')
+    r = cli('predict', run, vol_f, tmp_path/'ct.nii.gz', tmp_path/'slice2.png', '--out', tmp_path/'pred', '--device', 'cpu')
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert re.search(r"^3 images in .* on cpu; \d+ foreground voxels", r.stdout, re.M), r.stdout
+    with h5py.File(tmp_path/'pred'/'labels'/'case0001.npy.h5') as h: pred = h['label'][:]
+    assert pred.shape == gt.shape and pred.dtype == np.uint8
+    per_case = pd.read_csv(run/'per_case.csv', index_col=0)
+    organs = card['classes'][1:]
+    dsc = case_metrics(pred, gt, len(organs))[:, 0]
+    assert np.allclose(dsc, per_case.loc['case0001', organs].to_numpy(float), atol=1e-9), (dsc, per_case.loc['case0001'])
+    back = sitk.ReadImage(str(tmp_path/'pred'/'labels'/'ct.nii.gz'))
+    assert np.allclose(back.GetSpacing(), (.75, .75, 3.))
+    # HU → [0, 1] is exact up to float rounding, which may move a pixel across a decision boundary
+    assert (sitk.GetArrayFromImage(back) == pred).mean() > 0.999
+    png = np.array(Image.open(tmp_path/'pred'/'labels'/'slice2.png'))
+    assert png.dtype == np.uint8 and png.shape == img.shape[1:] and png.max() <= len(organs)
+    tab = pd.read_csv(tmp_path/'pred'/'labels.csv')
+    assert list(tab.kind) == ['volume', 'volume', 'image'] and list(tab.input_units) == ['[0, 1]', 'HU', 'pixels']
+    assert tab[[f'n_{c}' for c in card['classes']]].sum(1).tolist() == [gt.size, gt.size, gt[2].size]
+    assert sorted(p.name for p in (tmp_path/'pred'/'overlays').iterdir()) == ['case0001.png', 'ct.png', 'slice2.png']

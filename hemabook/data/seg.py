@@ -12,17 +12,18 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from ..core import DataError, ConfigError, IMAGE_EXTS, load_image, load_json, read_image_size, save_json
+from ..core import (DataError, ConfigError, IMAGE_EXTS, VOLUME_EXTS, load_image, load_json, logger, read_image_size,
+                           save_json)
 from .core import note_dropped, register_format, valid_mask
 
 # %% auto #0
-__all__ = ['INST_COLS', 'SEM_COLS', 'SYNAPSE_COLS', 'BCCD_WBC_CLASSES', 'MASK_DECODERS', 'SYNAPSE_CLASSES', 'mask_to_rle',
-           'rle_to_mask', 'read_mask_png', 'row_mask', 'read_coco_instances', 'mask_to_polygons',
+__all__ = ['INST_COLS', 'SEM_COLS', 'SYNAPSE_COLS', 'BCCD_WBC_CLASSES', 'MASK_DECODERS', 'SYNAPSE_CLASSES', 'HU_WINDOW',
+           'mask_to_rle', 'rle_to_mask', 'read_mask_png', 'row_mask', 'read_coco_instances', 'mask_to_polygons',
            'write_coco_instances', 'synth_nuclei_image', 'instance_label_image', 'boxes_from_label_image',
            'read_coco_folder', 'read_dsb2018', 'write_dsb2018', 'bccd_wbc_mask', 'read_mask_folder',
            'read_bccd_wbc_masks', 'write_mask_crops', 'read_synapse', 'synapse_slices', 'load_synapse_item',
-           'write_synapse_npz', 'write_synapse_h5', 'InstDataset', 'ct_slice_rgb', 'image_tensor', 'SemDataset',
-           'inst_dls', 'sem_dls', 'show_masks']
+           'write_synapse_npz', 'write_synapse_h5', 'is_volume', 'read_volume', 'volume_shape', 'write_label_volume',
+           'InstDataset', 'ct_slice_rgb', 'image_tensor', 'SemDataset', 'inst_dls', 'sem_dls', 'show_masks']
 
 # %% ../../nbs/14_data_seg.ipynb #40171179
 INST_COLS = ['path', 'image_id', 'width', 'height', 'label', 'x0', 'y0', 'x1', 'y1', 'rle', 'mask_path', 'split',
@@ -458,6 +459,108 @@ def write_synapse_h5(root:str|Path,    # Synapse root
     ld = Path(root)/'lists'/'lists_Synapse'; ld.mkdir(parents=True, exist_ok=True)
     (ld/'test_vol.txt').write_text(''.join(f'{n}\n' for n in vols))
     return d
+
+# %% ../../nbs/14_data_seg.ipynb #71566578
+HU_WINDOW = (-125., 275.)   # Synapse's abdominal window (TransUNet's preprocessing): HU clipped, then scaled to [0, 1]
+
+def is_volume(path) -> bool:
+    "Whether `path` names a volume file (`VOLUME_EXTS`) rather than a 2-D image."
+    return str(path).lower().endswith(VOLUME_EXTS)
+
+def _nifti_lib():
+    try:
+        import SimpleITK as sitk
+        return 'sitk',sitk
+    except ImportError: pass
+    try:
+        import nibabel as nib
+        return 'nib',nib
+    except ImportError:
+        raise ConfigError("reading or writing NIfTI needs SimpleITK or nibabel (`pip install SimpleITK`)") from None
+
+def _window(vol, window):
+    lo,hi = window
+    return ((np.clip(vol, lo, hi) - lo)/(hi - lo)).astype(np.float32)
+
+def read_volume(path:str|Path,                 # `.npy.h5` / `.h5` (key `image`), `.npz` (key `image`), `.nii(.gz)`
+                window:tuple=HU_WINDOW,        # Hounsfield units clipped to this and scaled to [0, 1]
+               ) -> tuple[np.ndarray, dict]:   # (D×H×W float32 in [0, 1], what `write_label_volume` needs)
+    "A CT volume (or one slice, D = 1) as SAMed's models see it; `DataError` naming the file and what is wrong."
+    p = Path(path); name = p.name.lower()
+    if not p.is_file(): raise DataError(f"{p}: no such file")
+    meta = dict(path=str(p), format='h5')
+    try:
+        if name.endswith(('.nii', '.nii.gz')):
+            lib,m = _nifti_lib(); meta.update(format='nifti', lib=lib)
+            if lib == 'sitk':
+                img = m.ReadImage(str(p)); vol = m.GetArrayFromImage(img)          # z, y, x
+                meta['geometry'] = dict(spacing=img.GetSpacing(), origin=img.GetOrigin(), direction=img.GetDirection())
+            else:
+                img = m.load(str(p)); vol = np.asarray(img.dataobj).transpose(2, 1, 0)  # x, y, z → z, y, x
+                meta['affine'] = img.affine.tolist()
+            vol,meta['units'] = _window(vol.astype(np.float32), window),'HU'
+        elif name.endswith('.npz'):
+            meta['format'] = 'npz'
+            with np.load(p) as f:
+                if 'image' not in f: raise DataError(f"{p}: no key 'image' (has: {', '.join(f.keys())})")
+                vol = f['image'].astype(np.float32)
+        else:
+            import h5py
+            with h5py.File(p, 'r') as f:
+                if 'image' not in f: raise DataError(f"{p}: no key 'image' (has: {', '.join(f.keys())})")
+                vol = f['image'][:].astype(np.float32)
+    except (DataError, ConfigError): raise
+    except Exception as e: raise DataError(f"{p}: cannot read the volume ({type(e).__name__}: {e})") from e
+    if vol.ndim == 2: vol = vol[None]
+    if vol.ndim != 3 or 0 in vol.shape: raise DataError(f"{p}: image of shape {vol.shape}; expected D×H×W or H×W")
+    if meta['format'] != 'nifti':
+        lo,hi = float(vol.min()),float(vol.max())
+        if lo < -1 or hi > 2:        # Synapse's files are in [0, 1]; these look like Hounsfield units
+            logger.warning("%s: values %.0f to %.0f, not in [0, 1]: read as Hounsfield units, window %s",
+                           p, lo, hi, window)
+            vol,meta['units'] = _window(vol, window),'HU'
+        else: meta['units'] = '[0, 1]'
+    return vol,meta
+
+def volume_shape(path:str|Path) -> tuple:
+    "The D×H×W (or H×W) shape of a volume file from its header; `DataError` naming a file that does not read."
+    p = Path(path); name = p.name.lower()
+    try:
+        if name.endswith(('.nii', '.nii.gz')):
+            lib,m = _nifti_lib()
+            if lib == 'nib': return tuple(m.load(str(p)).shape[::-1])
+            r = m.ImageFileReader(); r.SetFileName(str(p)); r.ReadImageInformation()
+            return tuple(r.GetSize()[::-1])
+        if name.endswith('.npz'):
+            with np.load(p) as f:
+                if 'image' not in f: raise DataError(f"{p}: no key 'image' (has: {', '.join(f.keys())})")
+                return tuple(f['image'].shape)
+        import h5py
+        with h5py.File(p, 'r') as f:
+            if 'image' not in f: raise DataError(f"{p}: no key 'image' (has: {', '.join(f.keys())})")
+            return tuple(f['image'].shape)
+    except (DataError, ConfigError): raise
+    except Exception as e: raise DataError(f"{p}: cannot read the volume header ({type(e).__name__}: {e})") from e
+
+def write_label_volume(lbl:np.ndarray,   # D×H×W label volume (uint8)
+                       out:str|Path,     # File name without its extension
+                       meta:dict,        # From `read_volume` of the volume it labels
+                      ) -> Path:         # The file written: `out.nii.gz` for a NIfTI input, else `out.npy.h5`
+    "Labels in the input's geometry, in the format the input came in (NIfTI) or Synapse's h5 (`label`, uint8)."
+    out,lbl = Path(out),np.ascontiguousarray(lbl, np.uint8)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if meta.get('format') == 'nifti':
+        f = out.with_name(out.name + '.nii.gz'); lib,m = _nifti_lib()
+        if lib == 'sitk':
+            img = m.GetImageFromArray(lbl); g = meta['geometry']
+            img.SetSpacing(g['spacing']); img.SetOrigin(g['origin']); img.SetDirection(g['direction'])
+            m.WriteImage(img, str(f), True)
+        else: m.save(m.Nifti1Image(lbl.transpose(2, 1, 0), np.array(meta['affine'])), str(f))
+        return f
+    import h5py
+    f = out.with_name(out.name + '.npy.h5')
+    with h5py.File(f, 'w') as h: h.create_dataset('label', data=lbl, compression='gzip')
+    return f
 
 # %% ../../nbs/14_data_seg.ipynb #c5e997db
 def _resize(a, sz, nearest):
