@@ -304,7 +304,10 @@ def ae_dls(cache:EmbeddingCache,  # From `extract_cells`
     from fastai.data.load import DataLoader
     n = len(cache); failed = {d['index'] for d in cache.failed}
     ok = np.array([i not in failed for i in range(n)])
-    va = np.random.default_rng(seed).random(n) < valid_pct
+    rng = np.random.default_rng(seed)
+    va = rng.random(n) < valid_pct
+    if valid_pct > 0 and not (ok & va).any() and ok.sum() > 1:   # few cells drew none: hold one out all the same
+        va[rng.choice(np.flatnonzero(ok))] = True
     tr_i,va_i = np.flatnonzero(ok & ~va),np.flatnonzero(ok & va)
     if not len(tr_i) or not len(va_i): raise ConfigError(f"{n} cells and valid_pct={valid_pct}: a split is empty")
     mk = lambda idx, train: DataLoader(CellDataset(cache, crops, domain, idx), bs=min(bs, len(idx)), shuffle=train,

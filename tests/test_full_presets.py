@@ -13,7 +13,8 @@ The weights are random but in the formats users bring: an official-layout SAM Vi
 - the evaluation reads as many batches of test images as the training did (per domain for AttriDet): what a dry run
   does for any user (`hemabook.runs.dry_run_images`, recorded under `dry_run` in `metrics.json`); SAMed's one test
   volume and the small sample sets of the others are read whole;
-- data are the bundled samples: BC-SAM's 4 cells a class allow 4 folds, not 5; BloodShot's source is the synthetic
+- data are the bundled samples: BC-SAM runs 2 folds, not 5, so that its dry run encodes 2 of the 4 cells of each type
+  in each domain (MAX_STEPS × FOLDS: the fewest the folds can split; 20 of the 40 cells); BloodShot's source is the synthetic
   crops as an image folder (Matek-19's sample has too few cells for its 70/10/20 split) and trains one loss variant,
   the consistency one, which runs the most code, with fewer episodes; the plain classifier reads the sample folders
   instead of generating its 2,000 crops.
@@ -47,7 +48,7 @@ def _params(w):
     return dict(
         samed=['DATA_DIR', S/'synapse', 'CHECKPOINT', w/'random_sam_vit_b.pth', 'BATCH', 2, 'IMAGE_SIZE', 256],
         bcsam=['SOURCE_DIR', S/'matek19', 'TARGET_DIR', S/'acevedo20', 'SEG_DIR', S/'wbc_masks',
-               'CHECKPOINT', w/'random_sam_vit_b.pth', 'SEG_BATCH', 2, 'AE_BATCH', 16, 'FOLDS', 4],
+               'CHECKPOINT', w/'random_sam_vit_b.pth', 'SEG_BATCH', 2, 'AE_BATCH', 16, 'FOLDS', 2],
         dessam=['DATA_DIR', S/'nuclei_coco', 'SAM_CHECKPOINT', w/'random_sam_vit_b.pth', 'IMAGE_SIZE', 256],
         attridet=['DATA_DIR', S/'leukemiaattri', 'WEIGHTS', w/'random_resnet50.pth', 'BATCH', 1, 'IMAGE_SIZE', 320],
         bloodshot=['SOURCE_DIR', S/'wbc_synth', 'SOURCE_FORMAT', 'imagefolder', 'TARGET_DIR', S/'cnmc'/'C-NMC_Leukemia',
@@ -82,6 +83,7 @@ def test_full_preset_dry_run(name, weights, tmp_path):
         assert f"{what}: {cut['kept']} of {cut['of']} images" in m['warnings'][0], m['warnings'][0]
     if name == 'attridet':                            # one image per test domain (DES-SAM's sample has one test image)
         assert m['dry_run']['evaluated']['test'] == {'kept': 2, 'of': 4}, m['dry_run']
+    if name == 'bcsam': assert m['dry_run']['evaluated']['cells'] == {'kept': 20, 'of': 40}, m['dry_run']
     assert m['headline']['text'].startswith('DRY RUN (MAX_STEPS=1)'), m['headline']
     f,keys,want = ARCH[name]
     got = json.loads((out/f).read_text())
