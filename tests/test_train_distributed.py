@@ -126,7 +126,8 @@ def test_embed_images_split_over_two_processes(torchrun_out):
 # Each experiment's smoke preset, cut to one epoch: `hemabook run NAME --gpus 2` on the CPU (gloo).
 GPUS2 = dict(samed=['EPOCHS', '1'], dessam=['EPOCHS', '1'], attridet=['EPOCHS', '1'],
              bloodshot=['EPOCHS', '1', 'VARIANTS', 'aam_consistency', 'EPISODES', '10', 'CURVE_EPISODES', '5'],
-             bcsam=['SEG_EPOCHS', '1', 'AE_EPOCHS', '1'])     # one epoch: the processes' agreement is what is checked
+             bcsam=['SEG_EPOCHS', '1', 'AE_EPOCHS', '1', 'CLASSIFIERS', 'logreg'])   # one epoch, one classifier: the
+                                                              # processes' agreement is what is checked
 # wbc_classifier's two processes are the two "nodes" of `test_two_nodes_on_loopback` (each launcher starts a process)
 SAVED = dict(samed='adapters.safetensors', bcsam='stage1_adapters.safetensors', bloodshot='aam_consistency/embedder.pth')
 
