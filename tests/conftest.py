@@ -76,15 +76,31 @@ def pytest_collection_modifyitems(config, items):
     rank = lambda it: next((i for i,k in enumerate(_SLOW_FIRST) if it.nodeid.endswith(k)), len(_SLOW_FIRST))
     items.sort(key=rank)
 
+def _usage_logger(name):
+    """With `$HEMABOOK_TEST_CPU_LOG` set, a context that appends `name`'s wall and CPU seconds (its own and its
+    children's) to that file; otherwise None."""
+    log = os.environ.get('HEMABOOK_TEST_CPU_LOG')
+    if not log: return None
+    import contextlib, resource, time
+    usage = lambda who: (lambda u: u.ru_utime + u.ru_stime)(resource.getrusage(who))
+    @contextlib.contextmanager
+    def ctx():
+        t0,s0,c0 = time.perf_counter(),usage(resource.RUSAGE_SELF),usage(resource.RUSAGE_CHILDREN)
+        yield
+        with open(log, 'a') as f:
+            f.write(f"{name}\twall {time.perf_counter()-t0:.1f}\tcpu {usage(resource.RUSAGE_SELF)-s0:.1f}"
+                    f"\tchildren {usage(resource.RUSAGE_CHILDREN)-c0:.1f}\tworker {os.environ.get('PYTEST_XDIST_WORKER', '-')}\n")
+    return ctx()
+
 @pytest.fixture(autouse=True)
 def _cpu_log(request):
-    "With `$HEMABOOK_TEST_CPU_LOG` set, append each test's wall and CPU seconds (its own and its children's) to that file."
-    log = os.environ.get('HEMABOOK_TEST_CPU_LOG')
-    if not log: yield; return
-    import resource, time
-    usage = lambda who: (lambda u: u.ru_utime + u.ru_stime)(resource.getrusage(who))
-    t0,s0,c0 = time.perf_counter(),usage(resource.RUSAGE_SELF),usage(resource.RUSAGE_CHILDREN)
-    yield
-    with open(log, 'a') as f:
-        f.write(f"{request.node.nodeid}\twall {time.perf_counter()-t0:.1f}\tcpu {usage(resource.RUSAGE_SELF)-s0:.1f}"
-                f"\tchildren {usage(resource.RUSAGE_CHILDREN)-c0:.1f}\tworker {os.environ.get('PYTEST_XDIST_WORKER', '-')}\n")
+    "With `$HEMABOOK_TEST_CPU_LOG` set, log each test's wall and CPU seconds (see `_usage_logger`)."
+    if (ctx := _usage_logger(request.node.nodeid)) is None: yield; return
+    with ctx: yield
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef, request):
+    "The same for the set-up of session and module fixtures (the demo, the docs build, ...), which no test's time holds."
+    if fixturedef.scope == 'function' or (ctx := _usage_logger(f"fixture {fixturedef.argname} ({fixturedef.scope})")) is None:
+        return (yield)
+    with ctx: return (yield)
