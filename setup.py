@@ -50,7 +50,8 @@ setuptools.setup(
     include_package_data=True,
     install_requires=requirements,
     extras_require={'dev': dev_requirements, 'xgboost': ['xgboost>=2.0'],    # BC-SAM's optional XGBoost classifier
-                    'tensorboard': ['tensorboard>=2.14'], 'wandb': ['wandb>=0.16']},   # TRACKER=tensorboard|wandb
+                    'tensorboard': ['tensorboard>=2.14'], 'wandb': ['wandb>=0.16'],    # TRACKER=tensorboard|wandb
+                    'nifti': ['SimpleITK>=2.3']},          # NIfTI CT volumes for SAMed's predictor (or nibabel)
     python_requires='>=' + cfg['min_python'],
     zip_safe=False,
     entry_points={'console_scripts': cfg.get('console_scripts', '').split(),

@@ -13,7 +13,9 @@ DIST = {'PIL': 'pillow', 'sklearn': 'scikit-learn', 'skimage': 'scikit-image', '
 # Imported only where they are optional, behind a clear error: module -> (extra or dev requirement that brings it, file).
 OPTIONAL = {'xgboost': 'hemabook/crossdomain.py',   # extra 'xgboost' in setup.py; ConfigError says how to install it
             'nbdev': 'hemabook/showdoc.py',         # the docs renderer: nbdev is what calls it (dev requirement)
-            'wandb': 'hemabook/train.py'}           # TRACKER=wandb: extra 'wandb' in setup.py; ConfigError says so
+            'wandb': 'hemabook/train.py',           # TRACKER=wandb: extra 'wandb' in setup.py; ConfigError says so
+            'SimpleITK': 'hemabook/data/seg.py',    # NIfTI volumes: extra 'nifti' in setup.py (or nibabel); ConfigError
+            'nibabel': 'hemabook/data/seg.py'}
 
 
 def _norm(name: str) -> str: return re.sub(r'[-_.]+', '-', name).lower()

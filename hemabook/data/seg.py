@@ -476,7 +476,8 @@ def _nifti_lib():
         import nibabel as nib
         return 'nib',nib
     except ImportError:
-        raise ConfigError("reading or writing NIfTI needs SimpleITK or nibabel (`pip install SimpleITK`)") from None
+        raise ConfigError("reading or writing NIfTI needs SimpleITK or nibabel: `pip install 'hemabook[nifti]'` "
+                          "(SimpleITK) or `pip install nibabel`") from None
 
 def _window(vol, window):
     lo,hi = window
