@@ -26,6 +26,19 @@ def cli(*args, cwd=None, env=None, timeout=600):
     return subprocess.run([str(exe), *map(str, args)], cwd=cwd or REPO, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
 
+def once_per_session(tmp_path_factory, worker_id, name:str, make) -> Path:
+    """The folder `name` in the base temporary folder the pytest-xdist workers share, filled by `make(folder)` once per
+    session: the first worker to ask makes it, the others wait for it (a file lock) and reuse it. A module fixture
+    alone is made again by each worker that runs one of its tests, and again when the module's tests interleave with
+    other modules' (`--maxschedchunk 1`)."""
+    root = tmp_path_factory.getbasetemp()
+    if worker_id != 'master': root = root.parent
+    out,done = root/name,root/f'{name}.done'
+    with FileLock(str(root/f'{name}.lock')):
+        if not done.exists():
+            out.mkdir(exist_ok=True); make(out); done.touch()
+    return out
+
 @pytest.fixture(scope='session')
 def demo_runs(tmp_path_factory, worker_id):
     """`hemabook demo`'s folder (one run folder per experiment's smoke preset) and its result (returncode, stdout,

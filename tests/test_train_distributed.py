@@ -16,7 +16,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import ddp_worker as W
-from conftest import cli
+from conftest import cli, once_per_session
 
 def _check_run(out):
     "Assert what a finished 2-process run in `out` must show."
@@ -42,20 +42,26 @@ def _check_run(out):
     for k in fin0: assert torch.equal(ckpt['model'][k], fin0[k])
     assert sorted(p.name for p in (run/'checkpoints').iterdir()) == ['last.pth'], "no stray temporary files"
 
-@pytest.fixture(scope='module')
-def launched(tmp_path_factory):
-    """Two `launch`es from one fresh interpreter (its imports paid once): `launch(W.train, hemabook, False)` with
-    hemabook's `distrib_ctx`, then `launch(W.train, fastai, True)` with fastai's own. A launch forked from a pytest
-    worker inherits the locks of whatever threads earlier tests started there, and its processes can deadlock (seen
-    once, hanging `make test`). Returns the two output folders."""
-    d = {k: tmp_path_factory.mktemp(k) for k in ('hemabook', 'fastai')}
+def _launch_both(root):
+    d = {k: root/k for k in ('hemabook', 'fastai')}
+    for p in d.values(): p.mkdir()
     code = (f"import sys; sys.path.insert(0, {str(HERE)!r}); import ddp_worker as W; from hemabook.train import launch; "
             f"launch(W.train, {str(d['hemabook'])!r}, False, num_processes=2); "
             f"launch(W.train, {str(d['fastai'])!r}, True, num_processes=2)")
     res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300,
                          env={**os.environ, 'HEMABOOK_DEVICE': 'cpu'})
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    return d
+    (root/'log.txt').write_text(f"exit {res.returncode}\n{res.stdout[-3000:]}{res.stderr[-3000:]}")
+
+@pytest.fixture(scope='session')
+def launched(tmp_path_factory, worker_id):
+    """Two `launch`es from one fresh interpreter (its imports paid once), once per session (`once_per_session`):
+    `launch(W.train, hemabook, False)` with hemabook's `distrib_ctx`, then `launch(W.train, fastai, True)` with fastai's
+    own. A launch forked from a pytest worker inherits the locks of whatever threads earlier tests started there, and
+    its processes can deadlock (seen once, hanging `make test`). Returns the two output folders."""
+    root = once_per_session(tmp_path_factory, worker_id, 'launched', _launch_both)
+    log = (root/'log.txt').read_text()
+    assert log.startswith('exit 0'), log
+    return {k: root/k for k in ('hemabook', 'fastai')}
 
 def test_launch_two_cpu_processes(launched):
     "`launch` (accelerate's notebook_launcher, forked) with hemabook's `distrib_ctx`."
@@ -69,22 +75,29 @@ def _torchrun(out, *args, timeout=180):
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
 
-@pytest.fixture(scope='module')
-def torchrun_out(tmp_path_factory):
-    """One `torchrun` of two processes for the two tests below (their imports paid once): `embed_images` finishing a
-    cache that one process began here, then a second cache with a broken image in process 1's share, then the tiny
-    model trained as an experiment notebook trains (`auto`). Returns the folder and the single-process reference cache."""
+def _torchrun_both(out):
     from hemabook.sam.embed import embed_images
-    out = tmp_path_factory.mktemp('torchrun')
     paths,eng,kw = W.embed_paths(),W.embed_engine(),dict(pre_neck=True, masks=W.dark_masks, verbose=False)
-    ref = embed_images(paths, eng, out/'ref', **kw)
+    embed_images(paths, eng, out/'ref', **kw)
     class Stop(Exception): pass
     def stop(done, n):
         if done == 8: raise Stop
-    with pytest.raises(Stop): embed_images(paths, eng, out/'cache', on_batch=stop, **kw)
+    try: embed_images(paths, eng, out/'cache', on_batch=stop, **kw)
+    except Stop: pass
     bad = out/'bad'; bad.mkdir(); (bad/'broken.png').write_bytes(b'not an image')
-    _torchrun(out, 'embed', str(bad), str(bad/'broken.png'), 'auto')
-    return out, ref
+    try: _torchrun(out, 'embed', str(bad), str(bad/'broken.png'), 'auto'); (out/'log.txt').write_text('ok')
+    except AssertionError as e: (out/'log.txt').write_text(str(e))
+
+@pytest.fixture(scope='session')
+def torchrun_out(tmp_path_factory, worker_id):
+    """One `torchrun` of two processes for the two tests below (their imports paid once), once per session
+    (`once_per_session`): `embed_images` finishing a cache that one process began here, then a second cache with a
+    broken image in process 1's share, then the tiny model trained as an experiment notebook trains (`auto`).
+    Returns the folder and the single-process reference cache."""
+    from hemabook.sam.embed import EmbeddingCache
+    out = once_per_session(tmp_path_factory, worker_id, 'torchrun', _torchrun_both)
+    assert (out/'log.txt').read_text() == 'ok', (out/'log.txt').read_text()
+    return out, EmbeddingCache(out/'ref')
 
 def test_fit_under_torchrun_by_itself(torchrun_out):
     """As in an experiment notebook: plain `fit` under torchrun trains with DDP without `distrib_ctx`, each process in
