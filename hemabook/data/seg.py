@@ -502,14 +502,10 @@ def read_volume(path:str|Path,                 # `.npy.h5` / `.h5` (key `image`)
             vol,meta['units'] = _window(vol.astype(np.float32), window),'HU'
         elif name.endswith('.npz'):
             meta['format'] = 'npz'
-            with np.load(p) as f:
-                if 'image' not in f: raise DataError(f"{p}: no key 'image' (has: {', '.join(f.keys())})")
-                vol = f['image'].astype(np.float32)
+            with np.load(p) as f: vol = _get(f, 'image', p).astype(np.float32)
         else:
             import h5py
-            with h5py.File(p, 'r') as f:
-                if 'image' not in f: raise DataError(f"{p}: no key 'image' (has: {', '.join(f.keys())})")
-                vol = f['image'][:].astype(np.float32)
+            with h5py.File(p, 'r') as f: vol = _get(f, 'image', p)[:].astype(np.float32)
     except (DataError, ConfigError): raise
     except Exception as e: raise DataError(f"{p}: cannot read the volume ({type(e).__name__}: {e})") from e
     if vol.ndim == 2: vol = vol[None]
@@ -533,13 +529,9 @@ def volume_shape(path:str|Path) -> tuple:
             r = m.ImageFileReader(); r.SetFileName(str(p)); r.ReadImageInformation()
             return tuple(r.GetSize()[::-1])
         if name.endswith('.npz'):
-            with np.load(p) as f:
-                if 'image' not in f: raise DataError(f"{p}: no key 'image' (has: {', '.join(f.keys())})")
-                return tuple(f['image'].shape)
+            with np.load(p) as f: return tuple(_get(f, 'image', p).shape)
         import h5py
-        with h5py.File(p, 'r') as f:
-            if 'image' not in f: raise DataError(f"{p}: no key 'image' (has: {', '.join(f.keys())})")
-            return tuple(f['image'].shape)
+        with h5py.File(p, 'r') as f: return tuple(_get(f, 'image', p).shape)
     except (DataError, ConfigError): raise
     except Exception as e: raise DataError(f"{p}: cannot read the volume header ({type(e).__name__}: {e})") from e
 
