@@ -112,6 +112,11 @@ def samed_learner(dls,                        # `sem_dls` DataLoaders of (image,
                       wd=wd, run_dir=run_dir, params=params, **kwargs)
 
 # %% ../nbs/23_samed.ipynb #7897ba74
+def _labels(model, x, size):
+    "Label maps (uint8 numpy) of batch `x` at the model's side, resized (nearest) to `size`."
+    with eval_mode(model): p = model.predict(x)
+    return F.interpolate(p[:, None].float(), size=size, mode='nearest')[:, 0].byte().cpu().numpy()
+
 def predict_volume(model:SemanticSam,  # A trained `SemanticSam`
                    vol:np.ndarray,     # (D, H, W) image volume in [0, 1] (or one H×W slice)
                    bs:int=8,           # Slices per forward pass
@@ -121,12 +126,8 @@ def predict_volume(model:SemanticSam,  # A trained `SemanticSam`
     one = vol.ndim == 2
     if one: vol = vol[None]
     dev,(h,w) = next(model.parameters()).device,vol.shape[1:]
-    out = []
-    with eval_mode(model):
-        for i in range(0, len(vol), bs):
-            x = torch.stack([image_tensor(ct_slice_rgb(s), model.sz) for s in vol[i:i+bs]]).to(dev)
-            p = model.predict(x).to(torch.uint8)
-            out.append(F.interpolate(p[:, None].float(), size=(h, w), mode='nearest')[:, 0].byte().cpu().numpy())
+    out = [_labels(model, torch.stack([image_tensor(ct_slice_rgb(s), model.sz) for s in vol[i:i+bs]]).to(dev), (h, w))
+           for i in range(0, len(vol), bs)]
     out = np.concatenate(out)
     return out[0] if one else out
 
@@ -186,14 +187,15 @@ def save_samed(run_dir:str|Path,   # The run folder
     return save_model(run_dir, model, 'samed', 'semantic', classes=list(classes), config=cfg, hu_window=list(HU_WINDOW),
                       **spec)
 
-def _predict_image(model, img, bs=None):
-    "An H×W×3 uint8 image's label map as `predict_volume` makes a slice's: at the model's side, resized back."
-    x = image_tensor(img, model.sz)[None].to(next(model.parameters()).device)
-    with eval_mode(model): p = model.predict(x)
-    return F.interpolate(p[:, None].float(), size=img.shape[:2], mode='nearest')[0, 0].byte().cpu().numpy()
+def _predict_image(model, img):
+    "An H×W×3 uint8 image's label map as `predict_volume` makes a slice's."
+    return _labels(model, image_tensor(img, model.sz)[None].to(next(model.parameters()).device), img.shape[:2])[0]
 
 class SAMedPredictor(Predictor):
     "A SAMed model from its run folder: a class map for each image, and for each slice of a CT volume."
+    @property
+    def window(self) -> tuple: return tuple(self.card.get('hu_window', HU_WINDOW))   # HU clipped to, for NIfTI
+
     def build(self):
         from hemabook.sam.lora import add_lora
         from hemabook.sam.model import build_sam
@@ -209,7 +211,7 @@ class SAMedPredictor(Predictor):
         for f in progress(files, len(files), 'predicting', verbose):
             f = str(f)
             if is_volume(f):
-                vol,meta[f] = read_volume(f, tuple(self.card.get('hu_window', HU_WINDOW)))
+                vol,meta[f] = read_volume(f, self.window)
                 lbl,kind,units = predict_volume(self.model, vol, bs),'volume',meta[f]['units']
             else: lbl,kind,units = _predict_image(self.model, load_image(f)),'image','pixels'
             labels[f] = lbl
@@ -229,7 +231,8 @@ class SAMedPredictor(Predictor):
         out = Path(out); (out/'labels').mkdir(parents=True, exist_ok=True)
         labels,meta = df.attrs['labels'],df.attrs['meta']
         df.to_csv(out/'labels.csv', index=False)
-        for f,name in zip(df.file, output_stems(df.file)):
+        names = output_stems(df.file)
+        for f,name in zip(df.file, names):
             if f in meta: write_label_volume(labels[f], out/'labels'/name, meta[f])
             else: Image.fromarray(labels[f].astype(np.uint8)).save(out/'labels'/f'{name}.png')
         files = [out/'labels.csv', out/'labels']
@@ -237,10 +240,10 @@ class SAMedPredictor(Predictor):
             import matplotlib.pyplot as plt
             from hemabook.data.seg import show_masks
             (out/'overlays').mkdir(exist_ok=True)
-            for f,name in zip(df.file, output_stems(df.file)):
+            for f,name in zip(df.file, names):
                 lbl = labels[f]
                 if f in meta:                     # up to three slices with the most foreground
-                    vol = read_volume(f, tuple(self.card.get('hu_window', HU_WINDOW)))[0]
+                    vol = read_volume(f, self.window)[0]   # read again: a run's volumes need not all fit in memory
                     idx = sorted(np.argsort(-(lbl > 0).reshape(len(lbl), -1).sum(1))[:3])
                     fig,axs = plt.subplots(1, len(idx), figsize=(3.2*len(idx), 3.4), squeeze=False)
                     for ax,s in zip(axs[0], idx):
