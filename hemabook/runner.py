@@ -12,7 +12,7 @@ from fastcore.xtras import modified_env
 
 from . import __version__
 from .core import ConfigError, DataError, HemabookError, load_json, logger, package_path, repo_root, save_json
-from .runs import IGNORED, RUN_FILE, Run, RunConflict, format_diff, rank_folder, run_folder
+from .runs import RUN_FILE, Run, RunConflict, rank_folder, run_folder, settings_conflict, settings_diff
 
 # %% auto #0
 __all__ = ['ExperimentError', 'experiments_path', 'list_experiments', 'experiment_params', 'parse_value', 'check_params',
@@ -247,11 +247,8 @@ def _refuse_other_numbers(name:str, params:dict, out:Path):
     old = rec.get('settings')
     if rec.get('experiment') != name or not isinstance(old, dict): return
     num = lambda v: isinstance(v, (bool, int, float))
-    d = {k.lower(): (old[k.lower()], v) for k,v in sorted(params.items())
-         if k.lower() in old and k.lower() not in IGNORED and num(v) and num(old[k.lower()]) and old[k.lower()] != v}
-    if d: raise RunConflict(f"{out} holds run {rec.get('run_id')} made with other settings ({format_diff(d)}); "
-                            f"resuming it would mix two runs. Start a new run in another folder (another --out or "
-                            f"OUT_DIR, or none for a new runs/{name}-<time>), or delete {out} to redo that run")
+    given = {k.lower(): v for k,v in params.items() if num(v) and num(old.get(k.lower()))}
+    if d := settings_diff({k: old[k] for k in given}, given): raise settings_conflict(out, rec, d, name)
 
 # %% ../nbs/90_runner.ipynb #dd051783
 def run_experiment(name:str,                  # Experiment name (notebook stem)

@@ -15,8 +15,8 @@ from .data.core import find_format
 
 # %% auto #0
 __all__ = ['RUN_FILE', 'IGNORED', 'TRACKERS', 'RunConflict', 'new_run_id', 'rank_folder', 'run_folder', 'settings_diff',
-           'format_diff', 'Run', 'current_run', 'open_run', 'resolve_params', 'check', 'headline', 'history_checks',
-           'dry_run_images']
+           'format_diff', 'Run', 'current_run', 'settings_conflict', 'open_run', 'resolve_params', 'check', 'headline',
+           'history_checks', 'dry_run_images']
 
 # %% ../nbs/00a_runs.ipynb #a6849f9b
 RUN_FILE = 'run.json'
@@ -122,11 +122,14 @@ def _check_folder(out, experiment, settings, ignore):
     if rec.get('experiment') != experiment or 'settings' not in rec:
         raise RunConflict(f"{out} holds a run of {rec.get('experiment')!r}, not of {experiment!r}; "
                           "choose another folder")
-    if d := settings_diff(rec['settings'], settings, ignore):
-        raise RunConflict(f"{out} holds run {rec['run_id']} made with other settings ({format_diff(d)}); resuming it "
-                          f"would mix two runs. Start a new run in another folder (another --out or OUT_DIR, or none "
-                          f"for a new runs/{experiment}-<time>), or delete {out} to redo that run")
+    if d := settings_diff(rec['settings'], settings, ignore): raise settings_conflict(out, rec, d, experiment)
     return rec
+
+def settings_conflict(out, rec:dict, diff:dict, experiment:str) -> RunConflict:
+    "The error for run folder `out`, whose run `rec` was made with other settings (`diff`, from `settings_diff`)."
+    return RunConflict(f"{out} holds run {rec.get('run_id')} made with other settings ({format_diff(diff)}); "
+                       f"resuming it would mix two runs. Start a new run in another folder (another --out or OUT_DIR, "
+                       f"or none for a new runs/{experiment}-<time>), or delete {out} to redo that run")
 
 # %% ../nbs/00a_runs.ipynb #460c850a
 def open_run(experiment:str,          # The experiment (or any name for the kind of run)
