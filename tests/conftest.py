@@ -42,16 +42,13 @@ def once_per_session(tmp_path_factory, worker_id, name:str, make) -> Path:
 @pytest.fixture(scope='session')
 def demo_runs(tmp_path_factory, worker_id):
     """`hemabook demo`'s folder (one run folder per experiment's smoke preset) and its result (returncode, stdout,
-    stderr), made once per pytest session and shared by the pytest-xdist workers: the first to ask runs the demo, the
-    others wait for it (a file lock in the folder the workers' temporary folders share). Tests only read it."""
-    root = tmp_path_factory.getbasetemp()
-    if worker_id != 'master': root = root.parent
-    out,done = root/'demo',root/'demo_result.json'
-    with FileLock(str(root/'demo.lock')):
-        if not done.exists():
-            r = cli('demo', '--out', out, timeout=1200)
-            done.write_text(json.dumps(dict(returncode=r.returncode, stdout=r.stdout, stderr=r.stderr)))
-    return out, SimpleNamespace(**json.loads(done.read_text()))
+    stderr), made once per pytest session and shared by the pytest-xdist workers (`once_per_session`). Tests only read
+    it."""
+    def demo(d):
+        r = cli('demo', '--out', d/'demo', timeout=1200)
+        (d/'result.json').write_text(json.dumps(dict(returncode=r.returncode, stdout=r.stdout, stderr=r.stderr)))
+    d = once_per_session(tmp_path_factory, worker_id, 'demo_session', demo)
+    return d/'demo', SimpleNamespace(**json.loads((d/'result.json').read_text()))
 
 @pytest.fixture(scope='session')
 def shared_data():

@@ -5,11 +5,13 @@ git tree is left as it was. Under pytest-xdist the workers share that one build 
 temporary folder). The browser checks skip, saying why, where `chromium` is not installed (`make browser`); the
 build and the static checks on its HTML always run.
 """
-import base64, fcntl, html, io, json, os, re, shutil, subprocess, sys
+import base64, html, io, json, os, re, shutil, subprocess, sys
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
+
+from conftest import once_per_session
 
 REPO = Path(__file__).resolve().parent.parent
 NBS = REPO/'nbs'
@@ -28,26 +30,24 @@ def _copy_repo(dst: Path):
         elif src.exists(): shutil.copy2(src, dst/name)
 
 
-@pytest.fixture(scope='module')
-def built(tmp_path_factory):
+def _build(root: Path):
+    "Copy the repository into `root` and build its docs there; the result (exit status, log) in `root.parent`."
+    _copy_repo(root)
+    env = {**os.environ, 'PYTHONPATH': str(root)}  # the copy's package, not the editable install's
+    env.pop('IN_TEST', None)  # nbdev_export does nothing under IN_TEST
+    try:
+        p = subprocess.run([sys.executable, str(root/'tools'/'build_docs.py')], cwd=root, env=env,
+                           capture_output=True, text=True, timeout=300)
+        res = dict(rc=p.returncode, log=p.stdout + p.stderr)
+    except subprocess.TimeoutExpired as e: res = dict(rc=-1, log=f"timed out after {e.timeout} s")
+    (root.parent/'docs-build.json').write_text(json.dumps(res))
+
+
+@pytest.fixture(scope='session')
+def built(tmp_path_factory, worker_id):
     "Build the docs once per test session (shared by xdist workers); returns the copy's root and the build's log."
-    base = tmp_path_factory.getbasetemp()
-    shared = base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base
-    root, done = shared/'docs-build', shared/'docs-build.json'
-    with open(shared/'docs-build.lock', 'w') as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not done.exists():
-            shutil.rmtree(root, ignore_errors=True); root.mkdir()
-            _copy_repo(root)
-            env = {**os.environ, 'PYTHONPATH': str(root)}  # the copy's package, not the editable install's
-            env.pop('IN_TEST', None)  # nbdev_export does nothing under IN_TEST
-            try:
-                p = subprocess.run([sys.executable, str(root/'tools'/'build_docs.py')], cwd=root, env=env,
-                                   capture_output=True, text=True, timeout=300)
-                res = dict(rc=p.returncode, log=p.stdout + p.stderr)
-            except subprocess.TimeoutExpired as e: res = dict(rc=-1, log=f"timed out after {e.timeout} s")
-            done.write_text(json.dumps(res))
-    return dict(root=root, docs=root/'_docs', shots=shared, **json.loads(done.read_text()))
+    root = once_per_session(tmp_path_factory, worker_id, 'docs-build', _build)
+    return dict(root=root, docs=root/'_docs', shots=root.parent, **json.loads((root.parent/'docs-build.json').read_text()))
 
 
 def _site(built) -> Path:
