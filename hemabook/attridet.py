@@ -25,8 +25,8 @@ from .data.det import BOX, LA_ATTRS, LA_CLASSES, DetDataset, det_collate, det_dl
 from .detection import (FPN_STRIDES, DetLoss, DetMAP, DetTargets, TimmFPN, coco_map, loss_mode,
                                 make_detector, roi_features)
 from .train import PreciseBN, fit, hb_learner
-from .predict import (Predictor, image_inputs, image_table, load_model_weights, output_stems, save_model,
-                              summary, write_coco)
+from .predict import (Predictor, image_inputs, image_table, load_model_weights, merge_tile_boxes, output_stems,
+                              save_model, summary, tiles_of, write_coco)
 
 # %% auto #0
 __all__ = ['LA_LABELS', 'ATTR_TAGS', 'patient_split', 'AttrHead', 'asl_loss', 'AttriDet', 'attr_metrics', 'AttrAcc',
@@ -502,14 +502,24 @@ class AttriDetPredictor(Predictor):
         c = self.card
         return load_model_weights(AttriDet(len(c['classes']), **c['config']), self.run_dir/c['weights'])
 
-    def predict(self, inputs, bs:int=8, verbose:bool=True) -> pd.DataFrame:
+    def predict(self, inputs, bs:int=8, verbose:bool=True,
+                tile:int|None=None,    # Cut images larger than this into windows of this side (see `tiles_of`)
+                overlap:int|None=None, # Least overlap of the windows; None: a quarter of `tile`
+               ) -> pd.DataFrame:
         "One row per detection (every image's, above the detector's own score threshold), boxes in image pixels."
         files,t0 = image_inputs(inputs),time.time()
         imgs = image_table(files)
-        df = predict_table(self.model, imgs, self.card['classes'], sz=self.card['config']['sz'], bs=bs,
-                           verbose=verbose)
+        with tiles_of(files, tile, overlap) as tiles:
+            df = predict_table(self.model, imgs if tiles is None else image_table(tiles.tile), self.card['classes'],
+                               sz=self.card['config']['sz'], bs=bs, verbose=verbose)
         df = df.drop(columns=['domain']).rename(columns={'path': 'file'})
-        df.attrs |= dict(summary=summary(len(files), time.time() - t0, self.device), images=imgs)
+        if tiles is not None:                           # boxes from the windows, in the image's pixels
+            df = merge_tile_boxes(df, tiles)
+            meta = imgs.set_index('path')
+            for c in ('image_id', 'width', 'height'): df[c] = df.file.map(meta[c])
+        line = summary(len(files), time.time() - t0, self.device)
+        if tiles is not None: line += f" in {len(tiles)} windows of {tile} pixels"
+        df.attrs |= dict(summary=line, images=imgs)
         return df
 
     def write(self, df:pd.DataFrame, out:str|Path, overlays:bool=True) -> list[Path]:

@@ -26,8 +26,8 @@ from .data.seg import image_tensor, instance_label_image, show_masks
 from .metrics import inst_metrics, inst_table
 from .train import hb_learner
 from .detection import DetLoss, DetMAP, DetTargets, coco_ap, loss_mode, make_detector
-from .predict import (Predictor, image_inputs, image_table, load_model_weights, output_stems, save_model,
-                              summary, write_coco)
+from .predict import (Predictor, image_inputs, image_table, load_model_weights, merge_tile_instances,
+                              output_stems, save_model, summary, tiles_of, write_coco)
 
 # %% auto #0
 __all__ = ['DESSAM_WEIGHTS', 'KINDS', 'rgb_to_lab', 'colour_affinity', 'pairwise_loss', 'projection_loss', 'levelset_loss',
@@ -564,22 +564,29 @@ class DesSAMPredictor(Predictor):
         model = DesSAM(sam, c.pop('fpn_channels'), c.pop('frozen'), **c)
         return load_model_weights(model, self.run_dir/self.card['weights'])
 
-    def predict(self, inputs, bs:int=4, verbose:bool=True) -> pd.DataFrame:
+    def predict(self, inputs, bs:int=4, verbose:bool=True,
+                tile:int|None=None,    # Cut images larger than this into windows of this side (see `tiles_of`)
+                overlap:int|None=None, # Least overlap of the windows (at least a nucleus); None: a quarter of `tile`
+               ) -> pd.DataFrame:
         "One row per nucleus of every image; the label images (at each image's size) in `.attrs['labels']`."
         files,t0,thr = image_inputs(inputs),time.time(),self.card['score_thr']
         imgs = image_table(files)
-        preds = predict_instances(self.model, imgs, (('detect', 'student'),), bs=bs, score_thr=thr,
-                                  min_area=self.card['min_area'], verbose=verbose)
+        with tiles_of(files, tile, overlap) as tiles:
+            parts = imgs if tiles is None else image_table(tiles.tile)
+            preds = predict_instances(self.model, parts, (('detect', 'student'),), bs=bs, score_thr=thr,
+                                      min_area=self.card['min_area'], verbose=verbose)
         rows,labels = [],{}
-        for f in imgs.path:
+        for f in parts.path:
             lbl = labels[f] = preds[f][_kind(('detect', 'student'))]
             boxes,scores = preds[f]['dets']; keep = scores >= thr     # box k of the kept ones is id k+1 in `lbl`
             area = np.bincount(lbl.ravel(), minlength=int(keep.sum()) + 1)
             rows += [dict(file=f, id=k+1, score=float(s), x0=b[0], y0=b[1], x1=b[2], y1=b[3], area=int(area[k+1]))
                      for k,(b,s) in enumerate(zip(boxes[keep], scores[keep])) if area[k+1]]
         df = pd.DataFrame(rows, columns=['file', 'id', 'score', 'x0', 'y0', 'x1', 'y1', 'area'])
+        if tiles is not None: df,labels = merge_tile_instances(df, labels, tiles)   # one label image per image
         empty = len(files) - df.file.nunique()
         line = summary(len(files), time.time() - t0, self.device) + f"; {len(df)} nuclei"
+        if tiles is not None: line += f" (windows of {tile} pixels: {len(tiles)})"
         if empty: line += f", none in {empty} of the {len(files)} images"
         if not len(df):
             logger.warning("DES-SAM found no nucleus with a score of at least %s in %d images", thr, len(files))

@@ -4,7 +4,7 @@
 
 # %% ../nbs/92_predict.ipynb #bb0e049a
 from __future__ import annotations
-import glob, importlib, time
+import contextlib, glob, importlib, math, tempfile, time
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +17,9 @@ from .runs import current_run
 
 # %% auto #0
 __all__ = ['MODEL_CARD', 'CARD_FORMAT', 'PREDICTORS', 'INPUT_EXTS', 'RunFolderError', 'save_model', 'read_card',
-           'load_model_weights', 'image_inputs', 'image_table', 'output_stems', 'write_coco', 'Predictor', 'load_run',
-           'check_inputs', 'summary', 'ClassifierPredictor']
+           'load_model_weights', 'image_inputs', 'image_table', 'output_stems', 'write_coco', 'tile_starts',
+           'tile_grid', 'cut_tiles', 'tiles_of', 'merge_tile_boxes', 'merge_tile_instances', 'blend_tiles', 'Predictor',
+           'load_run', 'check_inputs', 'summary', 'ClassifierPredictor']
 
 # %% ../nbs/92_predict.ipynb #d6d2b53e
 MODEL_CARD,CARD_FORMAT = 'model.json','hemabook.model/1'
@@ -101,7 +102,8 @@ def image_table(files:list) -> pd.DataFrame:
         w,h = read_image_size(f)                            # from the header; DataError naming an unreadable file
         rows.append(dict(path=str(f), image_id=i, width=w, height=h, label=None, x0=np.nan, y0=np.nan, x1=np.nan,
                          y1=np.nan, domain=None))
-    return pd.DataFrame(rows)
+    cols = ['path', 'image_id', 'width', 'height', 'label', 'x0', 'y0', 'x1', 'y1', 'domain']
+    return pd.DataFrame(rows, columns=cols)
 
 def output_stems(paths) -> list[str]:
     "A file name stem per path (`ct` of `a/ct.nii.gz`), suffixed with its position where two paths share one."
@@ -126,6 +128,139 @@ def write_coco(out:Path,            # Folder to write in
                 categories=[dict(id=i+1, name=c) for i,c in enumerate(classes)], annotations=anns)
     res = [{k: v for k,v in a.items() if k not in ('id', 'area', 'iscrowd')} for a in anns]
     return [save_json(coco, Path(out)/'coco.json'), save_json(res, Path(out)/'coco_results.json')]
+
+# %% ../nbs/92_predict.ipynb #16ee87e1
+def tile_starts(n:int,       # Image side, pixels
+                tile:int,    # Window side, pixels
+                overlap:int, # Least overlap of neighbouring windows, pixels
+               ) -> list[int]:
+    "Start offsets of the fewest `tile`-pixel windows that cover `n` pixels with neighbours sharing `overlap` or more."
+    if n <= tile: return [0]
+    k = math.ceil((n - overlap)/(tile - overlap))
+    return [round(i*(n - tile)/(k - 1)) for i in range(k)]
+
+def tile_grid(h:int, w:int,  # Image height and width
+              tile:int,      # Window side, pixels (a window is smaller only where the image is)
+              overlap:int,   # Least overlap of neighbouring windows: at least the largest object's size
+             ) -> pd.DataFrame: # One row per window: `wy0, wx0, wy1, wx1` and its core `cy0, cx0, cy1, cx1`
+    """The windows of an `h`×`w` image, row by row, and the *core* each window owns: the cores tile the image without
+    overlap, their borders in the middle of the windows' overlaps, so every core lies `overlap/2` or more from its
+    window's inner edges."""
+    if not 0 <= overlap < tile: raise ConfigError(f"overlap={overlap}: expected at least 0 and less than tile={tile}")
+    def axis(n):
+        s = tile_starts(n, tile, overlap); e = [min(a + tile, n) for a in s]
+        cut = [0] + [(s[i+1] + e[i])//2 for i in range(len(s) - 1)] + [n]
+        return [(a, b, c, d) for a,b,c,d in zip(s, e, cut[:-1], cut[1:])]
+    return pd.DataFrame([dict(wy0=a, wx0=e, wy1=b, wx1=f, cy0=c, cx0=g, cy1=d, cx1=k)
+                         for a,b,c,d in axis(h) for e,f,g,k in axis(w)])
+
+# %% ../nbs/92_predict.ipynb #0f1f1317
+def cut_tiles(files:list,   # Image files
+              tile:int,     # Window side, in the images' pixels
+              overlap:int,  # Least overlap of neighbouring windows (`tile_grid`)
+              folder:Path,  # Where the windows are written (PNG)
+             ) -> pd.DataFrame: # A row per window: `tile` (its file), `source`, `height`, `width`, `tile_grid`'s
+    "Cut each image larger than `tile` into `tile_grid`'s windows, written to `folder`; one that fits is its own tile."
+    from PIL import Image
+    rows = []
+    for i,f in enumerate(files):
+        w,h = read_image_size(f)
+        g = tile_grid(h, w, tile, overlap)
+        img = load_image(f) if len(g) > 1 else None
+        for j,r in enumerate(g.to_dict('records')):
+            t = f
+            if img is not None:
+                t = Path(folder)/f'{i}_{j}.png'; Image.fromarray(img[r['wy0']:r['wy1'], r['wx0']:r['wx1']]).save(t)
+            rows.append(dict(tile=str(t), source=str(f), height=h, width=w, **r))
+    return pd.DataFrame(rows)
+
+def _on_image(df, tiles):
+    "`df`'s rows (`file` a tile) with their tile's window and core, boxes moved to image pixels, `file` the source."
+    win = tiles.set_index('tile')[['source', 'wy0', 'wx0', 'wy1', 'wx1', 'cy0', 'cx0', 'cy1', 'cx1']]
+    d = df.join(win, on='file').astype({c: float for c in ('x0', 'y0', 'x1', 'y1', 'score')})
+    d[['x0', 'x1']] = d[['x0', 'x1']].add(d.wx0, axis=0); d[['y0', 'y1']] = d[['y0', 'y1']].add(d.wy0, axis=0)
+    cx,cy = (d.x0 + d.x1)/2,(d.y0 + d.y1)/2
+    d['in_core'] = (cx >= d.cx0) & (cx < d.cx1) & (cy >= d.cy0) & (cy < d.cy1)
+    return d.assign(tile=d.file, file=d.source)
+
+@contextlib.contextmanager
+def tiles_of(files:list,            # Image files
+             tile:int|None,         # Window side in the images' pixels; None: no tiling
+             overlap:int|None=None, # Least overlap of neighbours; None: a quarter of `tile`
+            ):
+    "`cut_tiles`' table of `files`, the windows in a temporary folder removed afterwards; None where `tile` is None."
+    if tile is None: yield None; return
+    if tile < 32: raise ConfigError(f"tile={tile}: expected a window side of 32 pixels or more")
+    with tempfile.TemporaryDirectory(prefix='hemabook-tiles-') as d:
+        yield cut_tiles(files, tile, tile//4 if overlap is None else overlap, Path(d))
+
+# %% ../nbs/92_predict.ipynb #d8525bb7
+def merge_tile_boxes(df:pd.DataFrame,    # Detections of the tiles: `file` (the tile), x0, y0, x1, y1, score, label, ...
+                     tiles:pd.DataFrame, # `cut_tiles`' table
+                     iou:float=.5,       # NMS threshold between what neighbouring tiles kept, per label
+                    ) -> pd.DataFrame:   # The same columns, boxes in image pixels, `file` the source image
+    """One image's detections from its tiles': each box is kept from the tile whose core holds its centre (there it
+    lies whole, if `overlap` is at least its size), then non-maximum suppression per label removes what two tiles still
+    both found (a box whose centre moved across a core border)."""
+    import torch
+    from torchvision.ops import batched_nms
+    d = _on_image(df, tiles); d = d[d.in_core]
+    if len(d):
+        lab = pd.factorize(d.file.astype(str) + '\0' + d.label.astype(str))[0]
+        keep = batched_nms(torch.tensor(d[['x0', 'y0', 'x1', 'y1']].values.astype(np.float32)),
+                           torch.tensor(d.score.values.astype(np.float32)), torch.tensor(lab), iou).numpy()
+        d = d.iloc[np.sort(keep)]
+    order = {s: i for i,s in enumerate(dict.fromkeys(tiles.source))}
+    d = d.sort_values(['file', 'score'], key=lambda c: c.map(order) if c.name == 'file' else -c, kind='stable')
+    return d[list(df.columns)].reset_index(drop=True)
+
+def merge_tile_instances(df:pd.DataFrame,    # The tiles' instances: `file` (the tile), `id` (in its labels), box, score
+                         labels:dict,        # Tile file → its instance label image (0: background)
+                         tiles:pd.DataFrame, # `cut_tiles`' table
+                         max_overlap:float=.5, # An instance more than this covered by a kept one is a duplicate
+                        ) -> tuple[pd.DataFrame, dict]: # (rows with new ids and `area`, source → label image)
+    """One instance label image per source from its tiles': each instance is kept from the tile whose core holds its
+    box's centre (whole there, if `overlap` is at least its size), best score first; its pixels go where no kept
+    instance is, and an instance that kept ones already cover by more than `max_overlap` is dropped as a duplicate."""
+    from scipy.ndimage import find_objects
+    d = _on_image(df, tiles); d = d[d.in_core].sort_values('score', ascending=False, kind='stable')
+    out,n,rows = {},{},[]
+    for s,g in tiles.groupby('source', sort=False):
+        out[s],n[s] = np.zeros((g.height.iloc[0], g.width.iloc[0]), np.int32),0
+    where = {t: find_objects(labels[t]) for t in d.tile.unique()}
+    for r in d.itertuples():
+        lbl,full = labels[r.tile],out[r.file]
+        sl = where[r.tile][r.id - 1]
+        if sl is None: continue
+        m = lbl[sl] == r.id
+        dst = full[sl[0].start + r.wy0:sl[0].stop + r.wy0, sl[1].start + r.wx0:sl[1].stop + r.wx0]
+        taken = (dst[m] > 0).sum()
+        if taken > max_overlap*m.sum(): continue
+        n[r.file] = k = n[r.file] + 1; dst[m & (dst == 0)] = k
+        rows.append({**{c: getattr(r, c) for c in df.columns}, 'id': k, 'area': int(m.sum() - taken)})
+    order = {s: i for i,s in enumerate(out)}
+    res = pd.DataFrame(rows, columns=list(dict.fromkeys([*df.columns, 'area'])))
+    res = res.sort_values(['file', 'id'], key=lambda c: c.map(order) if c.name == 'file' else c)
+    return res.reset_index(drop=True), out
+
+def blend_tiles(img:np.ndarray, # H×W×C image
+                tile:int,       # Window side
+                overlap:int,    # Least overlap of neighbouring windows
+                probs,          # Window (h×w×C array) → class probabilities C'×h×w
+               ) -> np.ndarray: # C'×H×W probabilities
+    """Class probabilities of a large image from its windows': a weighted mean where windows overlap, each window's
+    weight falling linearly to its inner edges over the overlap (no seams where a window's context ends)."""
+    h,w = img.shape[:2]; acc = wsum = None
+    def ramp(n, lo, hi):     # 1 inside, falling to 1/(overlap+1) at an edge shared with a neighbouring window
+        i,one = np.arange(1., n + 1),np.ones(n)
+        up,down = np.minimum(one, i/(overlap + 1)),np.minimum(one, i[::-1]/(overlap + 1))
+        return np.minimum(up if lo else one, down if hi else one)
+    for r in tile_grid(h, w, tile, overlap).itertuples():
+        p = np.asarray(probs(img[r.wy0:r.wy1, r.wx0:r.wx1]), np.float64)
+        wt = np.outer(ramp(r.wy1 - r.wy0, r.wy0 > 0, r.wy1 < h), ramp(r.wx1 - r.wx0, r.wx0 > 0, r.wx1 < w))
+        if acc is None: acc,wsum = np.zeros((len(p), h, w)),np.zeros((h, w))
+        acc[:, r.wy0:r.wy1, r.wx0:r.wx1] += p*wt; wsum[r.wy0:r.wy1, r.wx0:r.wx1] += wt
+    return (acc/wsum).astype(np.float32)
 
 # %% ../nbs/92_predict.ipynb #63a85bb8
 class Predictor:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/90_runner.ipynb #2105d692
 from __future__ import annotations
-import argparse, ast, datetime, difflib, logging, os, re, secrets, signal, sys, time
+import argparse, ast, datetime, difflib, inspect, logging, os, re, secrets, signal, sys, time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -376,6 +376,10 @@ def _parser():
     q.add_argument('--device', help="'cpu', 'cuda', 'cuda:1', 'mps' (default: the best available)")
     q.add_argument('--bs', type=int, help="images per batch (default: the predictor's; 32 for classifiers)")
     q.add_argument('--no-overlays', action='store_true', help='write the tables only, no pictures')
+    q.add_argument('--tile', type=int, help='detection and segmentation runs: predict images larger than this in '
+                                            'overlapping windows of this side, stitched (pixels)')
+    q.add_argument('--overlap', type=int, help='with --tile: least overlap of the windows, at least the largest object '
+                                               '(default: a quarter of --tile)')
     q.add_argument('--support', help="BloodShot runs: a folder of class folders whose images become the classes' "
                                      "prototypes (default: the run's own support set)")
     return p
@@ -468,13 +472,20 @@ def _cmd_predict(a):
     "`hemabook predict RUN_DIR INPUT... --out DIR`: the run's model on the images; tables and pictures in DIR."
     from hemabook.predict import check_inputs, load_run
     images = check_inputs(a.run_dir, a.inputs)       # refused here, in a second, before torch and the model load
+    if a.overlap is not None and a.tile is None: raise ConfigError("--overlap: give --tile too")
     if a.support and not Path(a.support).is_dir(): raise DataError(f"--support {a.support}: no such folder")
     pred = load_run(a.run_dir, a.device)
     if a.support:
         if not hasattr(pred, 'set_support'):
             raise ConfigError(f"--support: {pred.card['experiment']} runs take no support set (BloodShot runs do)")
         pred.set_support(a.support)
-    res = pred.predict(images, verbose=sys.stderr.isatty(), **({'bs': a.bs} if a.bs else {}))
+    kw = {'bs': a.bs} if a.bs else {}
+    if a.tile is not None:
+        if 'tile' not in inspect.signature(pred.predict).parameters:
+            raise ConfigError(f"--tile: {pred.card['experiment']} runs classify whole images, one cell each; "
+                              "detection and segmentation runs (attridet, dessam, samed) take --tile")
+        kw |= dict(tile=a.tile, overlap=a.overlap)
+    res = pred.predict(images, verbose=sys.stderr.isatty(), **kw)
     files = pred.write(res, a.out, overlays=not a.no_overlays)
     print(res.attrs['summary']); print(f"wrote {', '.join(str(f) for f in files)}")
     return 0

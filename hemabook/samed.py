@@ -22,8 +22,8 @@ from .core import ConfigError, eval_mode, load_image, logger, progress
 from .train import LRFactorScheduler, hb_learner
 from .sam.semantic import SemanticSam, class_map
 from .data.seg import HU_WINDOW, ct_slice_rgb, image_tensor, is_volume, read_volume, write_label_volume
-from .predict import (INPUT_EXTS, Predictor, image_inputs, load_model_weights, output_stems, save_model,
-                              summary)
+from .predict import (INPUT_EXTS, Predictor, blend_tiles, image_inputs, load_model_weights, output_stems,
+                              save_model, summary)
 
 # %% auto #0
 __all__ = ['soft_dice_loss', 'SamedLoss', 'samed_augment', 'warmup_poly', 'WarmupPoly', 'MeanDice', 'samed_learner',
@@ -191,6 +191,12 @@ def _predict_image(model, img):
     "An H×W×3 uint8 image's label map as `predict_volume` makes a slice's."
     return _labels(model, image_tensor(img, model.sz)[None].to(next(model.parameters()).device), img.shape[:2])[0]
 
+def _probs(model, img):
+    "Class probabilities (C×H×W) of an H×W×3 uint8 image: the softmax of its logits upsampled (bilinear) to H×W."
+    x = image_tensor(img, model.sz)[None].to(next(model.parameters()).device)
+    with eval_mode(model), torch.no_grad(): lo = model(x).float()
+    return F.interpolate(lo, size=img.shape[:2], mode='bilinear', align_corners=False).softmax(1)[0].cpu().numpy()
+
 class SAMedPredictor(Predictor):
     "A SAMed model from its run folder: a class map for each image, and for each slice of a CT volume."
     @property
@@ -204,8 +210,12 @@ class SAMedPredictor(Predictor):
         if c.get('lora'): add_lora(sam, **c['lora'])
         return load_model_weights(SemanticSam(sam), self.run_dir/self.card['weights'])
 
-    def predict(self, inputs, bs:int=8, verbose:bool=True) -> pd.DataFrame:
-        "One row per input (its kind, shape, units and the voxels of each class); the label maps in `.attrs['labels']`."
+    def predict(self, inputs, bs:int=8, verbose:bool=True,
+                tile:int|None=None,    # 2-D images larger than this: windows of this side, blended (`blend_tiles`)
+                overlap:int|None=None, # Least overlap of the windows; None: a quarter of `tile`
+               ) -> pd.DataFrame:
+        """One row per input (its kind, shape, units and the voxels of each class); the label maps in
+        `.attrs['labels']`. A volume's slices are the model's input as in training, whatever `tile` says."""
         files,cls = image_inputs(inputs, INPUT_EXTS['samed']),self.card['classes']
         t0,labels,meta,rows = time.time(),{},{},[]
         for f in progress(files, len(files), 'predicting', verbose):
@@ -213,7 +223,12 @@ class SAMedPredictor(Predictor):
             if is_volume(f):
                 vol,meta[f] = read_volume(f, self.window)
                 lbl,kind,units = predict_volume(self.model, vol, bs),'volume',meta[f]['units']
-            else: lbl,kind,units = _predict_image(self.model, load_image(f)),'image','pixels'
+            else:
+                img,kind,units = load_image(f),'image','pixels'
+                if tile is None or max(img.shape[:2]) <= tile: lbl = _predict_image(self.model, img)
+                else:
+                    p = blend_tiles(img, tile, tile//4 if overlap is None else overlap, partial(_probs, self.model))
+                    lbl = p.argmax(0).astype(np.uint8)
             labels[f] = lbl
             n = np.bincount(lbl.ravel(), minlength=len(cls))
             rows.append(dict(file=f, kind=kind, shape='×'.join(map(str, lbl.shape)), input_units=units,

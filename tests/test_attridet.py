@@ -1,26 +1,40 @@
 "AttriDet end to end: attributes learned on generated smears, and real BCCD white cells detected far better than by an untrained model."
 import json
 import numpy as np
-from conftest import cli, shared_subset
+import pandas as pd
+import pytest
+from conftest import cli, once_per_session, shared_subset
 
-def test_attributes_learned_on_generated_smears(tmp_path):
+@pytest.fixture(scope='session')
+def attri_trained(tmp_path_factory, worker_id):
+    """An AttriDet trained on 40 generated H_100X_C1 fields (8 epochs, seed 0), saved as a run folder (`run/`, with its
+    model card) beside its evaluation on 16 held-out fields (`eval.json`): made once per session and shared by the
+    tests below (`once_per_session`)."""
+    def make(d):
+        import torch
+        from hemabook.core import set_seed
+        from hemabook.data.det import det_dls, read_leukemiaattri
+        from hemabook.data.samples import write_attri_smears
+        from hemabook.attridet import LA_LABELS, AttriDet, attridet_learner, evaluate_attridet, patient_split, save_attridet
+        from hemabook.train import fit
+        write_attri_smears(d/'data', n_img=40, n_test=16, domains=('H_100X_C1',), yolo_domain=None, n_wbc=4, seed=5)
+        df = read_leukemiaattri(d/'data')
+        src = patient_split(df[df.split == 'train'], 0.2)
+        set_seed(0)
+        model = AttriDet(len(LA_LABELS), backbone='test_resnet', sz=256,
+                         attr_kw=dict(widths=(64, 32, 32), hidden=(256, 64), p=0.2))
+        learn = attridet_learner(det_dls(src, bs=4, sz=256, vocab=LA_LABELS), model)
+        with learn.no_bar(): fit(learn, 8, 3e-3)
+        save_attridet(d/'run', model, LA_LABELS)
+        r = evaluate_attridet(model, df[df.split == 'test'], LA_LABELS, sz=256)
+        mean = lambda t: {k: float(v) for k,v in t.set_index('attribute').loc['mean'].items()}
+        (d/'eval.json').write_text(json.dumps(dict(map50=r['map50'], det=mean(r['attrs']), gt=mean(r['attrs_oracle']))))
+    return once_per_session(tmp_path_factory, worker_id, 'attri_trained', make)
+
+def test_attributes_learned_on_generated_smears(attri_trained):
     "Trained on 40 generated H_100X_C1 fields, the attribute head beats the majority value on held-out patients, end to end and on GT boxes."
-    import torch
-    from hemabook.core import set_seed
-    from hemabook.data.det import det_dls
-    from hemabook.data.samples import write_attri_smears
-    from hemabook.attridet import LA_LABELS, AttriDet, attridet_learner, evaluate_attridet, patient_split
-    from hemabook.data.det import read_leukemiaattri
-    from hemabook.train import fit
-    write_attri_smears(tmp_path, n_img=40, n_test=16, domains=('H_100X_C1',), yolo_domain=None, n_wbc=4, seed=5)
-    df = read_leukemiaattri(tmp_path)
-    src = patient_split(df[df.split == 'train'], 0.2)
-    set_seed(0)
-    model = AttriDet(len(LA_LABELS), backbone='test_resnet', sz=256, attr_kw=dict(widths=(64, 32, 32), hidden=(256, 64), p=0.2))
-    learn = attridet_learner(det_dls(src, bs=4, sz=256, vocab=LA_LABELS), model)
-    with learn.no_bar(): fit(learn, 8, 3e-3)
-    r = evaluate_attridet(model, df[df.split == 'test'], LA_LABELS, sz=256)
-    det,gt = r['attrs'].set_index('attribute').loc['mean'],r['attrs_oracle'].set_index('attribute').loc['mean']
+    r = json.loads((attri_trained/'eval.json').read_text())
+    det,gt = r['det'],r['gt']
     # Measured (one thread, 2026-12-02): at this seed attribute accuracy minus the majority's +0.127 (GT boxes) and
     # +0.125 (detections), mAP 0.369; at seed 1 only +0.016 and +0.020 (mAP 0.485), below the bars; after 5 epochs
     # +0.000 / +0.027. The attribute head's learning in 8 epochs depends on the seed: a known weakness, not yet fixed.
@@ -28,6 +42,48 @@ def test_attributes_learned_on_generated_smears(tmp_path):
     assert gt['accuracy'] > gt['majority'] + 0.05, (gt['accuracy'], gt['majority'])
     assert det['accuracy'] > det['majority'] + 0.05, (det['accuracy'], det['majority'])
     assert r['map50'] > 0.15, r['map50']         # 14 classes from 32 fields: learning, not solved
+
+def test_tiled_detection_on_a_large_smear(attri_trained, tmp_path):
+    """A 768-pixel mosaic of nine generated 256-pixel fields (the trained detector's input side), predicted in windows of
+    256 that straddle the fields' seams (`tile=256, overlap=64`), finds what each field predicted alone finds: the boxes
+    (score ≥ 0.3) of one are among the other's (score ≥ 0.15, IoU ≥ 0.5), and the share of white cells found (at
+    0.3) is the same within 0.15. Squeezing the whole mosaic into the model's 256 pixels, as without `tile`, finds
+    none. The windows differ from the fields only in what they see across the seams, and this weak detector's scores
+    sit near the thresholds, hence the bars. Measured (2026-12-02, mosaic seeds 7, 8, 9, the model trained with one
+    thread and with two): boxes found either way 0.889–1.0; recall tiled 0.694 / 0.583 / 0.694 / 0.361 / 0.417 / 0.389
+    against per field 0.694 / 0.583 / 0.694 / 0.444 / 0.333 / 0.417; squeezed 0.0 every time."""
+    import torch
+    from PIL import Image
+    from torchvision.ops import box_iou
+    from hemabook.predict import load_run
+    from hemabook.synthetic import apply_domain, synth_smear
+    pred = load_run(attri_trained/'run', 'cpu')
+    big,gt,fields = np.zeros((768, 768, 3), np.uint8),[],[]
+    for i in range(3):
+        for j in range(3):
+            img,objs,_ = synth_smear(256, n_wbc=4, rng=np.random.default_rng([7, i, j]))
+            big[i*256:(i+1)*256, j*256:(j+1)*256] = apply_domain(img, 'H_100X_C1', np.random.default_rng([7, i, j, 0]))
+            gt += [(o['x0'] + j*256, o['y0'] + i*256, o['x1'] + j*256, o['y1'] + i*256) for o in objs if o['kind'] == 'wbc']
+            Image.fromarray(big[i*256:(i+1)*256, j*256:(j+1)*256]).save(tmp_path/f'field_{i}{j}.png'); fields.append((i, j))
+    Image.fromarray(big).save(tmp_path/'mosaic.png')
+    tiled = pred.predict([tmp_path/'mosaic.png'], tile=256, overlap=64, verbose=False)
+    assert tiled.attrs['summary'].endswith('in 16 windows of 256 pixels'), tiled.attrs['summary']   # 4 × 4
+    assert set(tiled.file) == {str(tmp_path/'mosaic.png')} and tiled[['x1', 'y1']].max().max() <= 768
+    each = pred.predict([tmp_path/f'field_{i}{j}.png' for i,j in fields], verbose=False)
+    at = {str(tmp_path/f'field_{i}{j}.png'): (j*256, i*256) for i,j in fields}
+    dx,dy = each.file.map(lambda f: at[f][0]),each.file.map(lambda f: at[f][1])
+    each = each.assign(x0=each.x0 + dx, x1=each.x1 + dx, y0=each.y0 + dy, y1=each.y1 + dy)
+    squeezed = pred.predict([tmp_path/'mosaic.png'], verbose=False)
+    boxes = lambda d: torch.tensor(d[['x0', 'y0', 'x1', 'y1']].to_numpy(np.float32))
+    def found(a, b):           # the share of a's boxes that b holds
+        return (box_iou(boxes(a), boxes(b)) >= 0.5).any(1).float().mean().item() if len(a) and len(b) else float(len(a) == 0)
+    hi,lo = lambda d: d[d.score >= 0.3],lambda d: d[d.score >= 0.15]
+    assert len(hi(each)) >= 10 and found(hi(each), lo(tiled)) >= 0.8 and found(hi(tiled), lo(each)) >= 0.8, (
+        len(hi(each)), found(hi(each), lo(tiled)), found(hi(tiled), lo(each)))
+    gt = pd.DataFrame(gt, columns=['x0', 'y0', 'x1', 'y1'])
+    recall = {k: found(gt, d[d.score >= 0.3]) for k,d in (('tiled', tiled), ('fields', each), ('squeezed', squeezed))}
+    assert recall['fields'] > 0.25 and abs(recall['tiled'] - recall['fields']) <= 0.15, recall
+    assert recall['squeezed'] < recall['tiled'] - 0.2, recall
 
 def test_bccd_wbc_detected(shared_data, tmp_path):
     """The experiment's bccd preset (fixed seed, one CPU epoch from a random tiny backbone): WBC AP@0.5 on BCCD's test

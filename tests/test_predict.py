@@ -42,6 +42,8 @@ def test_predict_takes_folders_and_globs(wbc_run, tmp_path):
     n_first = len(list((REPO/'data_samples'/'wbc_synth').glob('*/*_0000.png')))
     assert len(got) == n_baso + n_first - 1                   # basophil_0000.png once
     assert not (tmp_path/'gallery.png').exists()
+    r = cli('predict', wbc_run, REPO/'data_samples'/'wbc_synth'/'basophil', '--out', tmp_path/'t', '--tile', 64)
+    assert r.returncode == 2 and '--tile: wbc_classifier runs classify whole images' in r.stderr, r.stderr[-2000:]
 
 
 def test_predict_refuses_what_it_cannot_use(wbc_run, tmp_path):
@@ -88,6 +90,11 @@ def test_predict_attridet_detections_as_the_run_found_them(demo_runs, tmp_path):
     assert len(list((tmp_path/'pred'/'overlays').glob('*.png'))) == len(files)
     r = cli('predict', run/'dann', files[0], '--out', tmp_path/'dann', '--no-overlays')
     assert r.returncode == 0 and (tmp_path/'dann'/'coco.json').exists(), r.stdout[-3000:] + r.stderr[-3000:]
+    r = cli('predict', run, files[0], '--out', tmp_path/'tiled', '--tile', 128, '--overlap', 32)   # 3 × 3 windows
+    assert r.returncode == 0 and 'in 9 windows of 128 pixels' in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+    tiled = pd.read_csv(tmp_path/'tiled'/'detections.csv')
+    assert set(tiled.file) <= {files[0]} and (tiled[['x1', 'y1']].to_numpy() <= 256).all()
+    assert len(COCO(str(tmp_path/'tiled'/'coco.json')).getAnnIds()) == len(tiled)
 
 
 def test_predict_dessam_instances_in_files_other_tools_read(demo_runs, tmp_path):
@@ -187,3 +194,31 @@ def test_predict_samed_volumes_and_images(demo_runs, tmp_path):
     assert list(tab.kind) == ['volume', 'volume', 'image'] and list(tab.input_units) == ['[0, 1]', 'HU', 'pixels']
     assert tab[[f'n_{c}' for c in card['classes']]].sum(1).tolist() == [gt.size, gt.size, gt[2].size]
     assert sorted(p.name for p in (tmp_path/'pred'/'overlays').iterdir()) == ['case0001.png', 'ct.png', 'slice2.png']
+
+
+def test_predict_samed_tiles_blend_like_the_slices(demo_runs, tmp_path):
+    """The demo's SAMed run on a mosaic of four 64-pixel CT slices, in windows of 64 that straddle the seams
+    (`tile=64, overlap=16`, probabilities blended), labels the pixels as the slices predicted one by one do: each window
+    is resized to the model's 128 pixels as a slice is, and differs only in what it sees across the seams and in the
+    resizing of probabilities rather than of labels. Measured (2026-12-02): 98.1 % of the pixels, 95.3 % of the
+    foreground, agree."""
+    import numpy as np
+    from PIL import Image
+    from hemabook.data.seg import ct_slice_rgb, read_volume
+    from hemabook.predict import load_run
+    out,r = demo_runs
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    pred = load_run(out/'samed', 'cpu')
+    vol,_ = read_volume(sorted((REPO/'data_samples'/'synapse').rglob('*.npy.h5'))[0])
+    s = vol.shape[1]; big,files = np.zeros((2*s, 2*s, 3), np.uint8),[]
+    for k in range(4):
+        i,j = divmod(k, 2); x = big[i*s:(i+1)*s, j*s:(j+1)*s] = ct_slice_rgb(vol[k % len(vol)])
+        Image.fromarray(x).save(tmp_path/f's{k}.png'); files.append(tmp_path/f's{k}.png')
+    Image.fromarray(big).save(tmp_path/'mosaic.png')
+    got = pred.predict([tmp_path/'mosaic.png'], tile=s, overlap=s//4, verbose=False).attrs['labels'][str(tmp_path/'mosaic.png')]
+    each = pred.predict(files, verbose=False).attrs['labels']
+    ref = np.zeros_like(got)
+    for k,f in enumerate(files): i,j = divmod(k, 2); ref[i*s:(i+1)*s, j*s:(j+1)*s] = each[str(f)]
+    fg = ref > 0
+    assert got.shape == (2*s, 2*s) and fg.mean() > 0.05, (got.shape, fg.mean())
+    assert (got == ref).mean() > 0.9 and (got[fg] == ref[fg]).mean() > 0.85, ((got == ref).mean(), (got[fg] == ref[fg]).mean())
