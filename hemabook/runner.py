@@ -380,6 +380,19 @@ def _parser():
                                             'overlapping windows of this side, stitched (pixels)')
     q.add_argument('--overlap', type=int, help='with --tile: least overlap of the windows, at least the largest object '
                                                '(default: a quarter of --tile)')
+    r = sub.add_parser('report', help='a smear report: detect and classify every white cell (see hemabook.report)')
+    r.add_argument('inputs', nargs='+', help='smear images: files, folders (searched recursively) or glob patterns')
+    r.add_argument('--detector', required=True, help='a detection run folder (attridet) that finds the cells')
+    r.add_argument('--classifier', required=True, help='a classification run folder (wbc_classifier, bloodshot)')
+    r.add_argument('--out', required=True, help="the report's folder (report.html, report.md, cells.csv, ...)")
+    r.add_argument('--min-score', type=float, default=.5, help='detections below this score are not cells (0.5)')
+    r.add_argument('--review-below', type=float, default=.5,
+                   help='cells the classifier names with less confidence are flagged for review, not counted (0.5)')
+    r.add_argument('--wbc', help="the detector's white-cell classes, comma-separated (default: from the taxonomy)")
+    r.add_argument('--tile', type=int, help='detect in windows of this side on images larger than it (pixels)')
+    r.add_argument('--overlap', type=int, help='with --tile: least overlap of the windows')
+    r.add_argument('--gallery', type=int, default=12, help='crops per cell type in the gallery (12)')
+    r.add_argument('--device', help="'cpu', 'cuda', 'cuda:1', 'mps' (default: the best available)")
     q.add_argument('--support', help="BloodShot runs: a folder of class folders whose images become the classes' "
                                      "prototypes (default: the run's own support set)")
     return p
@@ -490,6 +503,21 @@ def _cmd_predict(a):
     print(res.attrs['summary']); print(f"wrote {', '.join(str(f) for f in files)}")
     return 0
 
+def _cmd_report(a):
+    "`hemabook report IMAGES --detector RUN --classifier RUN --out DIR`: the smear report (`hemabook.report`)."
+    from hemabook.predict import check_inputs, read_card
+    images = check_inputs(a.detector, a.inputs)      # refused here, before torch: the runs' cards and every image
+    read_card(a.classifier)
+    if a.overlap is not None and a.tile is None: raise ConfigError("--overlap: give --tile too")
+    from hemabook.report import smear_report
+    s = smear_report(images, a.detector, a.classifier, a.out, min_score=a.min_score, review_below=a.review_below,
+                     tile=a.tile, overlap=a.overlap, wbc=a.wbc.split(',') if a.wbc else None, device=a.device,
+                     n_gallery=a.gallery, verbose=sys.stderr.isatty())
+    diff = ', '.join(f"{t} {d['n']} ({d['percent']:.0f} %)" for t,d in s['differential'].items() if d['n'])
+    print(f"{s['n_images']} images: {s['n_cells']} white cells, {s['n_counted']} counted ({diff or 'none'}), "
+          f"{s['n_review']} for review"); print(f"wrote {Path(a.out)/'report.html'}")
+    return 0
+
 def _cmd_formats(a):
     "Print the registered data formats (`hemabook.data.core.formats`), by task, with their layouts."
     from hemabook.data.core import formats
@@ -514,7 +542,7 @@ def main(argv:list[str]|None=None) -> int:
     _without_iri_grammars()
     a = _parser().parse_args(argv)
     try: return dict(list=_cmd_list, run=_cmd_run, demo=_cmd_demo, samples=_cmd_samples,
-                    formats=_cmd_formats, predict=_cmd_predict)[a.cmd](a)
+                    formats=_cmd_formats, predict=_cmd_predict, report=_cmd_report)[a.cmd](a)
     except ExperimentError as e:
         if e.ename in _hb_errors():
             print(f"error: {e.evalue}" + (f" (executed notebook: {e.notebook})" if e.notebook else ''), file=sys.stderr)

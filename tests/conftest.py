@@ -1,11 +1,22 @@
 "Shared fixtures: the repository root, the `hemabook` console script, and the real data beside the repository."
-import json, os, subprocess, sys
+import json, os, shutil, subprocess, sys
 from pathlib import Path
 from types import SimpleNamespace
 import pytest
 from filelock import FileLock
 
 REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = next(filter(None, map(shutil.which, ('chromium', 'chromium-browser', 'google-chrome'))), None)
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (`make browser` installs Debian's)")
+
+def chromium(*args, timeout=60) -> subprocess.CompletedProcess:
+    "Headless Chromium with `args` (a throw-away profile, no network chatter); the CompletedProcess, text captured."
+    prof = Path(os.environ.get('TMPDIR', '/tmp'))/f"chromium-profile-{os.getpid()}"
+    cmd = [CHROMIUM, '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+           '--disable-component-update', '--no-first-run', '--disable-sync', '--disable-quic',
+           f'--user-data-dir={prof}', *map(str, args)]
+    try: return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    finally: shutil.rmtree(prof, ignore_errors=True)
 
 # pytest-xdist runs several worker processes on the machine's cores. Each worker, and every process it starts (papermill
 # kernels, the demo), gets its share of threads: oversubscribed OpenMP threads made the CPU-heavy tests 4-7x slower.
@@ -49,6 +60,32 @@ def demo_runs(tmp_path_factory, worker_id):
         (d/'result.json').write_text(json.dumps(dict(returncode=r.returncode, stdout=r.stdout, stderr=r.stderr)))
     d = once_per_session(tmp_path_factory, worker_id, 'demo_session', demo)
     return d/'demo', SimpleNamespace(**json.loads((d/'result.json').read_text()))
+
+@pytest.fixture(scope='session')
+def attri_trained(tmp_path_factory, worker_id):
+    """An AttriDet trained on 40 generated H_100X_C1 fields (8 epochs, seed 0), saved as a run folder (`run/`, with its
+    model card) beside its evaluation on 16 held-out fields (`eval.json`): made once per session and shared by the
+    tests of test_attridet.py and test_report.py (`once_per_session`)."""
+    def make(d):
+        import torch
+        from hemabook.core import set_seed
+        from hemabook.data.det import det_dls, read_leukemiaattri
+        from hemabook.data.samples import write_attri_smears
+        from hemabook.attridet import LA_LABELS, AttriDet, attridet_learner, evaluate_attridet, patient_split, save_attridet
+        from hemabook.train import fit
+        write_attri_smears(d/'data', n_img=40, n_test=16, domains=('H_100X_C1',), yolo_domain=None, n_wbc=4, seed=5)
+        df = read_leukemiaattri(d/'data')
+        src = patient_split(df[df.split == 'train'], 0.2)
+        set_seed(0)
+        model = AttriDet(len(LA_LABELS), backbone='test_resnet', sz=256,
+                         attr_kw=dict(widths=(64, 32, 32), hidden=(256, 64), p=0.2))
+        learn = attridet_learner(det_dls(src, bs=4, sz=256, vocab=LA_LABELS), model)
+        with learn.no_bar(): fit(learn, 8, 3e-3)
+        save_attridet(d/'run', model, LA_LABELS)
+        r = evaluate_attridet(model, df[df.split == 'test'], LA_LABELS, sz=256)
+        mean = lambda t: {k: float(v) for k,v in t.set_index('attribute').loc['mean'].items()}
+        (d/'eval.json').write_text(json.dumps(dict(map50=r['map50'], det=mean(r['attrs']), gt=mean(r['attrs_oracle']))))
+    return once_per_session(tmp_path_factory, worker_id, 'attri_trained', make)
 
 @pytest.fixture(scope='session')
 def shared_data():

@@ -2,34 +2,7 @@
 import json
 import numpy as np
 import pandas as pd
-import pytest
-from conftest import cli, once_per_session, shared_subset
-
-@pytest.fixture(scope='session')
-def attri_trained(tmp_path_factory, worker_id):
-    """An AttriDet trained on 40 generated H_100X_C1 fields (8 epochs, seed 0), saved as a run folder (`run/`, with its
-    model card) beside its evaluation on 16 held-out fields (`eval.json`): made once per session and shared by the
-    tests below (`once_per_session`)."""
-    def make(d):
-        import torch
-        from hemabook.core import set_seed
-        from hemabook.data.det import det_dls, read_leukemiaattri
-        from hemabook.data.samples import write_attri_smears
-        from hemabook.attridet import LA_LABELS, AttriDet, attridet_learner, evaluate_attridet, patient_split, save_attridet
-        from hemabook.train import fit
-        write_attri_smears(d/'data', n_img=40, n_test=16, domains=('H_100X_C1',), yolo_domain=None, n_wbc=4, seed=5)
-        df = read_leukemiaattri(d/'data')
-        src = patient_split(df[df.split == 'train'], 0.2)
-        set_seed(0)
-        model = AttriDet(len(LA_LABELS), backbone='test_resnet', sz=256,
-                         attr_kw=dict(widths=(64, 32, 32), hidden=(256, 64), p=0.2))
-        learn = attridet_learner(det_dls(src, bs=4, sz=256, vocab=LA_LABELS), model)
-        with learn.no_bar(): fit(learn, 8, 3e-3)
-        save_attridet(d/'run', model, LA_LABELS)
-        r = evaluate_attridet(model, df[df.split == 'test'], LA_LABELS, sz=256)
-        mean = lambda t: {k: float(v) for k,v in t.set_index('attribute').loc['mean'].items()}
-        (d/'eval.json').write_text(json.dumps(dict(map50=r['map50'], det=mean(r['attrs']), gt=mean(r['attrs_oracle']))))
-    return once_per_session(tmp_path_factory, worker_id, 'attri_trained', make)
+from conftest import cli, shared_subset
 
 def test_attributes_learned_on_generated_smears(attri_trained):
     "Trained on 40 generated H_100X_C1 fields, the attribute head beats the majority value on held-out patients, end to end and on GT boxes."

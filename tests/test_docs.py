@@ -11,13 +11,11 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
-from conftest import once_per_session
+from conftest import CHROMIUM, chromium as _chromium, needs_chromium, once_per_session
 
 REPO = Path(__file__).resolve().parent.parent
 NBS = REPO/'nbs'
 COPY = ('settings.ini', 'setup.py', '_quarto.yml', 'hemabook', 'nbs', 'tools', 'data_samples')  # not README.md: the build makes it
-CHROMIUM = next(filter(None, map(shutil.which, ('chromium', 'chromium-browser', 'google-chrome'))), None)
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (`make browser` installs Debian's)")
 
 
 def _copy_repo(dst: Path):
@@ -82,16 +80,6 @@ def _load_image_docments() -> dict:
     from fastcore.docments import docments
     from hemabook.core import load_image
     return {k: v for k, v in docments(load_image).items() if v}
-
-
-def _chromium(*args, timeout=60) -> subprocess.CompletedProcess:
-    tmp = Path(os.environ.get('TMPDIR', '/tmp'))
-    prof = tmp/f"chromium-profile-{os.getpid()}"
-    cmd = [CHROMIUM, '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-           '--disable-component-update', '--no-first-run', '--disable-sync', '--disable-quic',
-           f'--user-data-dir={prof}', *map(str, args)]
-    try: return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    finally: shutil.rmtree(prof, ignore_errors=True)
 
 
 def _dom(path: Path) -> str:

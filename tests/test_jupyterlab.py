@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import CHROMIUM, needs_chromium
+
 REPO = Path(__file__).resolve().parent.parent
 NBS = REPO/'nbs'
 OPEN = ['index.ipynb', '00_core.ipynb', 'experiments/wbc_classifier.ipynb', 'explanations/samed.ipynb']
-CHROMIUM = next(filter(None, map(shutil.which, ('chromium', 'chromium-browser', 'google-chrome'))), None)
 
 
 def test_kernel_metadata():
@@ -62,7 +63,7 @@ STATE = """(() => ({kernel: (document.querySelector('.jp-Toolbar-kernelName') ||
   dialog: (document.querySelector('.jp-Dialog') || {}).textContent || null}))()"""
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (`make browser` installs Debian's)")
+@needs_chromium
 def test_open_in_jupyterlab(tmp_path):
     "Each notebook opens with the Python (hemabook) kernel, idle, with no dialog and no unsaved change."
     pytest.importorskip('websocket', reason="websocket-client (a jupyter_server dependency) is not installed")
