@@ -4,8 +4,9 @@
 
 # %% ../nbs/30_bcsam.ipynb #63d5b709
 from __future__ import annotations
-import math
+import math, tempfile, time
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,17 +20,19 @@ from scipy import ndimage
 
 from .core import (ConfigError, DataError, eval_mode, load_image, load_json, logger, model_device, progress,
                            save_json)
+from .crossdomain import make_classifier
 from .data.core import note_dropped
 from .data.taxonomy import BCSAM_13, BCSAM_MAP, COMMON_5, bcsam_label, to_common5
 from .train import LRFactorScheduler, hb_learner
 from .sam.embed import EmbeddingCache, EmbeddingEngine, weights_hash, embed_images, prepare_image
 from .sam.semantic import SemanticSam, class_map, semantic_sam
+from .predict import ClassifierPredictor, image_inputs, load_model_weights, save_model, summary
 
 # %% auto #0
 __all__ = ['BCSAM_NORM', 'PROTOCOLS', 'MMD_KINDS', 'warmup_cosine', 'WarmupCosine', 'bcsam_seg_model', 'cell_mask_table',
            'domain_table', 'CellMasks', 'extract_cells', 'largest_component', 'masked_crop', 'cell_crops', 'CellAE',
            'ssim', 'mean_mmd', 'kernel_mmd', 'domain_mmd', 'CrossDomainLoss', 'CellDataset', 'ae_dls', 'ae_learner',
-           'latents', 'show_reconstructions']
+           'latents', 'show_reconstructions', 'BCSAMClassifier', 'fit_head', 'save_bcsam', 'BCSAMPredictor']
 
 # %% ../nbs/30_bcsam.ipynb #87cd7c86
 def warmup_cosine(step:float,            # 0-based epoch (or iteration)
@@ -208,7 +211,7 @@ class CellAE(nn.Module):
         super().__init__()
         if sz not in (64, 128):
             raise ConfigError(f"sz={sz}: the decoder makes 128×128 (the paper) or 64×64 crops")
-        self.sz = sz
+        self.sz,self.config = sz,dict(in_ch=in_ch, latent=latent, width=width, sz=sz)   # what rebuilds it
         w = lambda c: max(4, round(c*width))
         cbr = lambda i,o,k,s=1: [nn.Conv2d(i, o, k, s), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
         self.encoder = nn.Sequential(*cbr(in_ch, w(256), 1), *cbr(w(256), w(256), 3, 2), *cbr(w(256), latent, 1),
@@ -359,3 +362,83 @@ def show_reconstructions(model:CellAE, ds:CellDataset, idx=None, n:int=6, figsiz
     axs[0, 0].set_title('target', fontsize=8, loc='left'); axs[1, 0].set_title('reconstruction', fontsize=8, loc='left')
     fig.tight_layout()
     return fig
+
+# %% ../nbs/30_bcsam.ipynb #fb894855
+class BCSAMClassifier(nn.Module):
+    """BC-SAM from a cell image to its type, for prediction: the stage-1 one-class `SemanticSam` (the cell's mask and
+    pre-neck features), the autoencoder (its encoder gives the code), and a logistic regression on the standardised
+    code — BC-SAM's `logreg` classifier, kept as tensors so that the run folder holds no pickle."""
+    def __init__(self, seg:SemanticSam, ae:CellAE, n_classes:int):
+        super().__init__()
+        latent = ae.config['latent']
+        self.seg,self.ae,self.head = seg,ae,nn.Linear(latent, n_classes)
+        self.register_buffer('mean', torch.zeros(latent)); self.register_buffer('scale', torch.ones(latent))
+
+    def classify(self, z:torch.Tensor) -> torch.Tensor:
+        "Class probabilities (N×classes) of the codes `z` (N×latent)."
+        return self.head((z.float() - self.mean)/self.scale).softmax(1)
+
+def fit_head(Z:np.ndarray,  # N×latent codes of labelled cells
+             labels,        # Their labels
+             seed:int=1234,
+            ) -> tuple[list, dict]: # (classes, {'mean', 'scale', 'weight', 'bias'} as float32 tensors)
+    """BC-SAM's `logreg` classifier (`hemabook.crossdomain.make_classifier`: standardised code, logistic regression)
+    fitted on `Z`, as the tensors of `BCSAMClassifier`'s head; two classes become two logits (0 and sklearn's one)."""
+    clf = make_classifier('logreg', seed).fit(Z, np.asarray(labels))
+    sc,lr = clf.clf[0],clf.clf[-1]
+    W,b = lr.coef_,lr.intercept_
+    if len(clf.classes_) == 2: W,b = np.concatenate([np.zeros_like(W), W]),np.concatenate([np.zeros_like(b), b])
+    t = lambda a: torch.tensor(np.asarray(a), dtype=torch.float32)
+    return [str(c) for c in clf.classes_],dict(mean=t(sc.mean_), scale=t(sc.scale_), weight=t(W), bias=t(b))
+
+def save_bcsam(run_dir:str|Path,  # The run folder
+               seg:SemanticSam,   # The stage-1 model
+               ae:CellAE,         # The trained autoencoder
+               Z:np.ndarray,      # Codes of the labelled cells the classifier learns from (the source domain's)
+               labels,            # Their labels
+               **spec,            # Anything else for the card (e.g. trained_on)
+              ) -> Path:          # The card's path
+    "Fit the `logreg` head on `Z` and write the whole path, `BCSAMClassifier`, and its card for `BCSAMPredictor`."
+    classes,head = fit_head(Z, labels)
+    m = BCSAMClassifier(seg, ae, len(classes))
+    with torch.no_grad():
+        m.mean.copy_(head['mean']); m.scale.copy_(head['scale'])
+        m.head.weight.copy_(head['weight']); m.head.bias.copy_(head['bias'])
+    sam = seg.sam
+    if sam.arch == 'custom': raise ConfigError("save_bcsam: a custom architecture (a dict) has no card")
+    lora = {k: sam.lora[k] for k in ('rank', 'alpha', 'blocks', 'decoder')} if getattr(sam, 'lora', None) else None
+    cfg = dict(arch=sam.arch, sz=seg.sz, lora=lora, ae=ae.config,
+               norm=[sam.pixel_mean.flatten().tolist(), sam.pixel_std.flatten().tolist()])
+    return save_model(run_dir, m, 'bcsam', 'classification', classes=classes, config=cfg, classifier='logreg', **spec)
+
+class BCSAMPredictor(ClassifierPredictor):
+    """A BC-SAM run's cell classifier from its run folder: each single-cell image's mask and features (stage 1 and 2,
+    as `extract_cells`), its code (the autoencoder) and its type (the `logreg` head)."""
+    def build(self):
+        from hemabook.sam.lora import add_lora
+        from hemabook.sam.model import build_sam
+        c = self.card['config']
+        sam = build_sam(c['arch'], c['sz'], 1, norm=tuple(tuple(v) for v in c['norm']))
+        if c.get('lora'): add_lora(sam, **c['lora'])
+        m = BCSAMClassifier(SemanticSam(sam), CellAE(**c['ae']), len(self.card['classes']))
+        return load_model_weights(m, self.run_dir/self.card['weights'])
+
+    def codes(self, files:list, bs:int|None=None, verbose:bool=True) -> tuple[np.ndarray, list]:
+        "The autoencoder's codes of the cells in `files` (N×latent) and the files whose predicted mask was empty."
+        with tempfile.TemporaryDirectory(prefix='hemabook-bcsam-') as d:
+            cache = extract_cells(self.model.seg, files, Path(d)/'cells', device=self.device, bs=bs, verbose=verbose)
+            crops = cell_crops(cache, sz=self.model.ae.sz, verbose=verbose)
+            empty = load_json(cache.path/'crops.json')['empty']
+            return latents(self.model.ae, CellDataset(cache, crops, np.zeros(len(cache))), device=self.device),empty
+
+    def predict(self, inputs, bs:int|None=None, verbose:bool=True) -> pd.DataFrame:
+        "One row per cell image: the predicted type, its probability, the probability of each type, an empty mask."
+        files,cls,t0 = image_inputs(inputs),self.card['classes'],time.time()
+        Z,empty = self.codes(files, bs, verbose)
+        with torch.no_grad(): p = self.model.classify(torch.from_numpy(Z).to(self.device)).cpu().numpy()
+        df = pd.DataFrame({'file': [str(f) for f in files], 'predicted': [cls[i] for i in p.argmax(1)],
+                           'confidence': p.max(1), **{f'p_{c}': p[:, j] for j,c in enumerate(cls)},
+                           'empty_mask': [str(f) in set(map(str, empty)) for f in files]})
+        df.attrs['summary'] = summary(len(files), time.time() - t0, self.device) + (
+            f"; {len(empty)} with no cell found (their whole image was used)" if empty else '')
+        return df

@@ -277,7 +277,8 @@ PREDICTORS = {'wbc_classifier': 'hemabook.predict:ClassifierPredictor',   # expe
               'attridet': 'hemabook.attridet:AttriDetPredictor',
               'dessam': 'hemabook.dessam:DesSAMPredictor',
               'bloodshot': 'hemabook.fewshot:BloodShotPredictor',
-              'samed': 'hemabook.samed:SAMedPredictor'}
+              'samed': 'hemabook.samed:SAMedPredictor',
+              'bcsam': 'hemabook.bcsam:BCSAMPredictor'}
 INPUT_EXTS = {'samed': IMAGE_EXTS + VOLUME_EXTS}   # experiment → the inputs its predictor takes (others: IMAGE_EXTS)
 
 def load_run(run_dir:str|Path,  # A run folder with a model card

@@ -192,7 +192,7 @@ def test_predict_samed_volumes_and_images(demo_runs, tmp_path):
     assert png.dtype == np.uint8 and png.shape == img.shape[1:] and png.max() <= len(organs)
     tab = pd.read_csv(tmp_path/'pred'/'labels.csv')
     assert list(tab.kind) == ['volume', 'volume', 'image'] and list(tab.input_units) == ['[0, 1]', 'HU', 'pixels']
-    assert tab[[f'n_{c}' for c in card['classes']]].sum(1).tolist() == [gt.size, gt.size, gt[2].size]
+    assert tab[[f'n_{c}' for c in card['classes']]].sum(axis=1).tolist() == [gt.size, gt.size, gt[2].size]
     assert sorted(p.name for p in (tmp_path/'pred'/'overlays').iterdir()) == ['case0001.png', 'ct.png', 'slice2.png']
 
 
@@ -222,3 +222,29 @@ def test_predict_samed_tiles_blend_like_the_slices(demo_runs, tmp_path):
     fg = ref > 0
     assert got.shape == (2*s, 2*s) and fg.mean() > 0.05, (got.shape, fg.mean())
     assert (got == ref).mean() > 0.9 and (got[fg] == ref[fg]).mean() > 0.85, ((got == ref).mean(), (got[fg] == ref[fg]).mean())
+
+
+def test_predict_bcsam_cells_as_the_run_encoded_them(demo_runs, tmp_path):
+    """The demo's BC-SAM run (its smoke preset), applied by `hemabook predict` to eight of its own cells: the codes
+    its predictor makes are the run's (`latents.npy`, float16 features: to 1e-3), and its classes are those of BC-SAM's
+    `logreg` classifier fitted on the run's source-domain codes; `predictions.csv` has a probability per class."""
+    import numpy as np
+    from hemabook.crossdomain import make_classifier
+    from hemabook.predict import load_run
+    out,r = demo_runs
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    run = out/'bcsam'
+    cells,Z = pd.read_csv(run/'cells.csv'),np.load(run/'latents.npy')
+    card = json.loads((run/'model.json').read_text())
+    assert card['experiment'] == 'bcsam' and card['task'] == 'classification' and card['classifier'] == 'logreg'
+    pick = cells.index[::max(1, len(cells)//8)][:8]
+    r = cli('predict', run, *cells.path[pick], '--out', tmp_path/'pred', '--device', 'cpu')
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    got = pd.read_csv(tmp_path/'pred'/'predictions.csv')
+    src = (cells.domain == card['trained_on']).to_numpy()
+    ref = make_classifier('logreg').fit(Z[src], cells.label[src])
+    assert list(got.file) == list(cells.path[pick]) and list(got.predicted) == list(ref.predict(Z[pick]))
+    probs = got[[f'p_{c}' for c in card['classes']]].to_numpy()
+    assert np.allclose(probs.sum(1), 1, atol=1e-5) and (got.confidence == probs.max(1)).all()
+    Z2,_ = load_run(run, 'cpu').codes(list(cells.path[pick]), verbose=False)
+    assert np.abs(Z2 - Z[pick]).max() < 1e-3, np.abs(Z2 - Z[pick]).max()
