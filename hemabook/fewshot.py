@@ -26,15 +26,15 @@ from .core import ConfigError, DataError, eval_mode, load_image, logger, progres
 from .data.core import note_dropped
 from .metrics import plot_confusion_matrix
 from .predict import ClassifierPredictor, image_inputs, load_model_weights, save_model, summary
-from .train import hb_learner, load_weights, PreciseBN
+from .train import adabn, hb_learner, load_weights, PreciseBN
 
 # %% auto #0
 __all__ = ['BLOODSHOT_EXCLUDE', 'VARIANTS', 'K_VALUES', 'split_table', 'source_table', 'target_pools', 'CellImages',
            'fewshot_dls', 'create_embedder', 'CosineHead', 'FewShotNet', 'ArcFaceLoss', 'rotate_batch',
-           'RotationConsistency', 'fewshot_model', 'fewshot_learner', 'embed_cells', 'prototypes', 'cosine_scores',
-           'cosine_predict', 'cls_metrics', 'draw_support', 'FewShotResult', 'few_shot_eval', 'fewshot_table',
-           'k_curve', 'plot_confusion', 'plot_k_curve', 'predict_classes', 'ProtoClassifier', 'cosine_table',
-           'save_bloodshot', 'BloodShotPredictor']
+           'RotationConsistency', 'fewshot_model', 'fewshot_learner', 'embed_cells', 'target_bn', 'prototypes',
+           'cosine_scores', 'cosine_predict', 'cls_metrics', 'draw_support', 'FewShotResult', 'few_shot_eval',
+           'fewshot_table', 'k_curve', 'plot_confusion', 'plot_k_curve', 'predict_classes', 'ProtoClassifier',
+           'cosine_table', 'save_bloodshot', 'BloodShotPredictor']
 
 # %% ../nbs/40_fewshot.ipynb #de80d44d
 BLOODSHOT_EXCLUDE = ('KSC', 'LYA', 'MMZ', 'MOB')   # Matek-19 types with fewer than 30 images, left out by BloodShot
@@ -301,6 +301,22 @@ def embed_cells(model:nn.Module,      # A `FewShotNet` (its `embed`) or any imag
     fn = model.embed if hasattr(model, 'embed') else model
     e = _eval_batches(model, lambda x: fn(x).float(), paths, sz, bs, device)
     return e.numpy() if e is not None else np.zeros((0, getattr(model, 'dim', 0)), np.float32)
+
+# %% ../nbs/40_fewshot.ipynb #4cedffa7
+def target_bn(model:nn.Module,   # A `FewShotNet` (its `embed` is run) or any images → vectors module
+              paths,             # The target's images (unlabelled)
+              sz:int=224,        # Input side, as in training
+              bs:int=32,         # Images per batch
+              seed:int=0,        # Seed of the batches' order
+              max_batches:int=50, # Batches to average over
+             ) -> nn.Module:     # A copy of `model` with the target's BatchNorm statistics, in eval mode
+    "AdaBN for an embedder: a copy of `model` whose BatchNorm statistics are those of the images at `paths`."
+    from torch.utils.data import DataLoader
+    dev = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    dl = DataLoader(CellImages(paths, sz=sz), batch_size=bs, shuffle=True, generator=gen)
+    run = lambda m,b: (m.embed if hasattr(m, 'embed') else m)(b[0].to(dev))
+    return adabn(model, dl, max_batches, run)
 
 # %% ../nbs/40_fewshot.ipynb #ee7cbc42
 def prototypes(emb:np.ndarray,      # N×D support embeddings

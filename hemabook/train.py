@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_train.ipynb #5f8b0efa
 from __future__ import annotations
-import functools, hashlib, importlib, os, socket, time
+import copy, functools, hashlib, importlib, os, socket, time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Callable
@@ -30,7 +30,7 @@ from .runs import TRACKERS, RunConflict, format_diff, current_run, settings_diff
 
 # %% auto #0
 __all__ = ['tracker_cbs', 'hb_learner', 'save_checkpoint', 'load_checkpoint', 'load_weights', 'plot_history', 'RunLogger',
-           'EpochCheckpoint', 'distributed', 'MaxSteps', 'fit', 'precise_bn', 'PreciseBN', 'LRFactorScheduler',
+           'EpochCheckpoint', 'distributed', 'MaxSteps', 'fit', 'precise_bn', 'PreciseBN', 'adabn', 'LRFactorScheduler',
            'DistributedDL', 'DistributedTrainer', 'UnusedParams', 'distrib_ctx', 'DistributedError', 'RankDone',
            'ShareCount', 'end_distributed', 'launch']
 
@@ -448,6 +448,15 @@ class PreciseBN(Callback):
     order = 5
     def __init__(self, max_batches:int=50, fwd:Callable|None=None): self.max_batches,self.fwd = max_batches,fwd
     def before_validate(self): precise_bn(get_model(self.learn.model), self.dls.train, self.max_batches, self.fwd)
+
+# %% ../nbs/01_train.ipynb #ce696ca6
+def adabn(model:torch.nn.Module, # A trained model with BatchNorm layers
+          dl,                    # Batches of the target domain's images (labels unused)
+          max_batches:int=50,    # Batches to average over
+          fwd:Callable|None=None, # As for `precise_bn`
+         ) -> torch.nn.Module:   # A copy of `model` with the target's BatchNorm statistics, in eval mode
+    "AdaBN: a copy of `model` whose BatchNorm running statistics are re-estimated on the target images of `dl`."
+    return precise_bn(copy.deepcopy(model), dl, max_batches, fwd).eval()
 
 # %% ../nbs/01_train.ipynb #e00b45fc
 class LRFactorScheduler(ParamScheduler):
