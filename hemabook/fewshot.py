@@ -114,17 +114,19 @@ class CellImages(Dataset):
                  labels=None,           # Class index of each image; None: -1 (unlabelled)
                  sz:int=224,            # Side of the square input (BloodShot: 224)
                  preload:bool|str='auto', # Decode everything once into memory; 'auto': when it fits in 1 GiB
+                 augment=None,          # Called on each item's uint8 pixels (e.g. `hemabook.stain.StainAugment`)
                 ):
         self.paths = [str(p) for p in paths]
         self.labels = np.full(len(self.paths), -1) if labels is None else np.asarray(labels, dtype=int)
         if len(self.labels)!=len(self.paths):
             raise ConfigError(f"{len(self.paths)} paths but {len(self.labels)} labels")
-        self.sz = sz
+        self.sz,self.augment = sz,augment
         if preload=='auto': preload = len(self.paths)*sz*sz*3 < 2**30
         self.pixels = np.stack([_resize(load_image(p), sz) for p in self.paths]) if preload and self.paths else None
     def __len__(self): return len(self.paths)
     def __getitem__(self, i):
         px = self.pixels[i] if self.pixels is not None else _resize(load_image(self.paths[i]), self.sz)
+        if self.augment is not None: px = self.augment(px)
         return (torch.from_numpy(np.ascontiguousarray(px)).permute(2, 0, 1).float().div_(255),
                 torch.tensor(self.labels[i]))
 
@@ -137,6 +139,7 @@ def fewshot_dls(df:pd.DataFrame,        # Table with `path`, `label_col` and a `
                 shuffle:bool=True,      # Shuffle the training set every epoch (BloodShot does not)
                 num_workers:int=0,      # DataLoader workers
                 preload:bool|str='auto', # See `CellImages`
+                augment=None,           # Applied to the training items (`CellImages`' `augment`); BloodShot: none
                 device=None,            # Device of the batches; None: fastai's default
                ):
     "fastai `DataLoaders` of `CellImages` from the train and valid rows of `df`; `dls.vocab` is the class order."
@@ -149,8 +152,8 @@ def fewshot_dls(df:pd.DataFrame,        # Table with `path`, `label_col` and a `
     vocab = list(vocab) if vocab is not None else sorted(tr[label_col].unique())
     if (unk := set(df[label_col]) - set(vocab)): raise DataError(f"labels {sorted(unk)} are not in vocab {vocab}")
     ix = {c:i for i,c in enumerate(vocab)}
-    ds = lambda d: CellImages(d.path, d[label_col].map(ix), sz, preload)
-    dls = DataLoaders(DataLoader(ds(tr), bs=min(bs, len(tr)), shuffle=shuffle, drop_last=len(tr) > bs,
+    ds = lambda d, aug=None: CellImages(d.path, d[label_col].map(ix), sz, preload, aug)
+    dls = DataLoaders(DataLoader(ds(tr, augment), bs=min(bs, len(tr)), shuffle=shuffle, drop_last=len(tr) > bs,
                                  num_workers=num_workers, n_inp=1),
                       DataLoader(ds(va), bs=bs, shuffle=False, num_workers=num_workers, n_inp=1))
     dls.n_inp,dls.vocab = 1,vocab

@@ -9,7 +9,8 @@ import numpy as np
 from .core import ConfigError, DataError
 
 # %% auto #0
-__all__ = ['rgb_to_od', 'od_to_rgb', 'Reinhard', 'Macenko', 'hed_jitter', 'colour_jitter', 'percentile_normalize']
+__all__ = ['AUGMENTS', 'rgb_to_od', 'od_to_rgb', 'Reinhard', 'Macenko', 'hed_jitter', 'colour_jitter', 'StainAugment',
+           'percentile_normalize']
 
 # %% ../nbs/05_stain.ipynb #d5c8d3b3
 def _rgb(img:np.ndarray) -> np.ndarray:
@@ -133,6 +134,20 @@ def colour_jitter(img:np.ndarray,       # H×W×3 uint8 RGB
         buf = io.BytesIO(); Image.fromarray(out).save(buf, 'JPEG', quality=int(rng.integers(jpeg, 96)))
         out = np.asarray(Image.open(buf).convert('RGB'))
     return out
+
+# %% ../nbs/05_stain.ipynb #8c1e1b4f
+AUGMENTS = dict(none=None, stain=dict(sigma=.05, bias=.05), stain_strong=dict(sigma=.2, bias=.2))
+
+class StainAugment:
+    "A random stain (`hed_jitter`) and camera (`colour_jitter`) augmentation of uint8 RGB images; seeded."
+    def __init__(self, kind:str='stain', # A key of `AUGMENTS` other than 'none'
+                 seed:int=0):
+        if not AUGMENTS.get(kind):
+            raise ConfigError(f"augment {kind!r}: expected one of {', '.join(k for k in AUGMENTS if AUGMENTS[k])}")
+        self.kind,self.hed,self.rng = kind,AUGMENTS[kind],np.random.default_rng(seed)
+    def __call__(self, img:np.ndarray) -> np.ndarray:
+        return colour_jitter(hed_jitter(img, **self.hed, rng=self.rng), rng=self.rng)
+    def __repr__(self): return f"StainAugment({self.kind!r})"
 
 # %% ../nbs/05_stain.ipynb #f544a1a4
 def percentile_normalize(img:np.ndarray,  # H×W×3 uint8 (greyscale as three equal channels)
