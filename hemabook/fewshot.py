@@ -286,12 +286,13 @@ def fewshot_learner(dls,                         # From `fewshot_dls`
     return hb_learner(dls, model, loss_func=loss, metrics=accuracy, opt_func=opt, wd=0., cbs=cbs, **kwargs)
 
 # %% ../nbs/40_fewshot.ipynb #813d1a42
-def _eval_batches(model, fn, paths, sz, bs, device):
+def _eval_batches(model, fn, paths, sz, bs, device, transform=None):
     "`fn` on batches of `CellImages(paths)`, `model` in eval mode (restored after); results concatenated on the CPU."
     from torch.utils.data import DataLoader
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     with eval_mode(model):
-        out = [fn(x.to(dev)).cpu() for x,_ in DataLoader(CellImages(paths, sz=sz, preload=False), batch_size=bs)]
+        ds = CellImages(paths, sz=sz, preload=False, augment=transform)
+        out = [fn(x.to(dev)).cpu() for x,_ in DataLoader(ds, batch_size=bs)]
     return torch.cat(out) if out else None
 
 def embed_cells(model:nn.Module,      # A `FewShotNet` (its `embed`) or any images → vectors module
@@ -299,10 +300,11 @@ def embed_cells(model:nn.Module,      # A `FewShotNet` (its `embed`) or any imag
                 sz:int=224,           # Input side, as in training
                 bs:int=64,            # Images per batch
                 device=None,          # Where to run; None: the model's device
+                transform=None,       # Applied to each image's pixels first (`hemabook.stain.StainNormalizer`)
                ) -> np.ndarray:       # N×D float32
     "Embeddings of the images at `paths` with the model in eval mode (BatchNorm's running statistics)."
     fn = model.embed if hasattr(model, 'embed') else model
-    e = _eval_batches(model, lambda x: fn(x).float(), paths, sz, bs, device)
+    e = _eval_batches(model, lambda x: fn(x).float(), paths, sz, bs, device, transform)
     return e.numpy() if e is not None else np.zeros((0, getattr(model, 'dim', 0)), np.float32)
 
 # %% ../nbs/40_fewshot.ipynb #4cedffa7

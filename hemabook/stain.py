@@ -9,8 +9,8 @@ import numpy as np
 from .core import ConfigError, DataError
 
 # %% auto #0
-__all__ = ['AUGMENTS', 'rgb_to_od', 'od_to_rgb', 'Reinhard', 'Macenko', 'hed_jitter', 'colour_jitter', 'StainAugment',
-           'percentile_normalize']
+__all__ = ['NORMALIZERS', 'AUGMENTS', 'rgb_to_od', 'od_to_rgb', 'Reinhard', 'Macenko', 'StainNormalizer', 'hed_jitter',
+           'colour_jitter', 'StainAugment', 'percentile_normalize']
 
 # %% ../nbs/05_stain.ipynb #d5c8d3b3
 def _rgb(img:np.ndarray) -> np.ndarray:
@@ -80,8 +80,9 @@ class Macenko:
         c,*_ = np.linalg.lstsq(he, od.reshape(-1, 3).T, rcond=None)
         return c.T.reshape(*od.shape[:2], 2)
 
-    def fit(self, img:np.ndarray) -> Macenko:
-        "The reference: its stain vectors and the 99th percentile of each stain's concentration."
+    def fit(self, img) -> Macenko:
+        "The reference (one image, or a list pooled): its stain vectors and each stain's 99th-percentile concentration."
+        if not isinstance(img, np.ndarray): img = np.concatenate([_rgb(i).reshape(-1, 3) for i in img])[None]
         self.he = self.stains(img)
         self.cmax = np.percentile(self.concentrations(img, self.he).reshape(-1, 2), 99, axis=0)
         return self
@@ -93,6 +94,21 @@ class Macenko:
         rest = rgb_to_od(img) - c @ he.T if self.residual else 0
         c = c*(self.cmax/np.maximum(np.percentile(c.reshape(-1, 2), 99, axis=0), 1e-6))
         return od_to_rgb(c @ self.he.T + rest)
+
+# %% ../nbs/05_stain.ipynb #d53a8b15
+NORMALIZERS = ('none', 'reinhard', 'macenko')
+
+class StainNormalizer:
+    "A stain normalisation fitted on reference images, for uint8 RGB images; `failed` counts those left as they were."
+    def __init__(self, kind:str,  # One of `NORMALIZERS` other than 'none'
+                 reference:list): # Reference images (H×W×3 uint8), e.g. a sample of the training set
+        if kind not in NORMALIZERS[1:]: raise ConfigError(f"stain normalisation {kind!r}: expected reinhard or macenko")
+        self.kind,self.failed = kind,0
+        self.norm = (Reinhard if kind == 'reinhard' else Macenko)().fit(list(reference))
+    def __call__(self, img:np.ndarray) -> np.ndarray:
+        try: return self.norm(img)
+        except DataError: self.failed += 1; return img
+    def __repr__(self): return f"StainNormalizer({self.kind!r}, failed={self.failed})"
 
 # %% ../nbs/05_stain.ipynb #64b20a7e
 _RGB_FROM_HED = np.array([[.65, .70, .29], [.07, .99, .11], [.27, .57, .78]])   # Ruifrok & Johnston's H, E, DAB
