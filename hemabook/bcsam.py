@@ -25,7 +25,7 @@ from .data.core import note_dropped
 from .data.taxonomy import BCSAM_13, BCSAM_MAP, COMMON_5, bcsam_label, to_common5
 from .train import LRFactorScheduler, hb_learner
 from .sam.embed import EmbeddingCache, EmbeddingEngine, weights_hash, embed_images, prepare_image
-from .sam.semantic import SemanticSam, class_map, semantic_sam
+from .sam.semantic import SemanticSam, class_map, sam_card, sam_from_card, semantic_sam
 from .predict import ClassifierPredictor, image_inputs, load_model_weights, save_model, summary
 
 # %% auto #0
@@ -404,23 +404,15 @@ def save_bcsam(run_dir:str|Path,  # The run folder
     with torch.no_grad():
         m.mean.copy_(head['mean']); m.scale.copy_(head['scale'])
         m.head.weight.copy_(head['weight']); m.head.bias.copy_(head['bias'])
-    sam = seg.sam
-    if sam.arch == 'custom': raise ConfigError("save_bcsam: a custom architecture (a dict) has no card")
-    lora = {k: sam.lora[k] for k in ('rank', 'alpha', 'blocks', 'decoder')} if getattr(sam, 'lora', None) else None
-    cfg = dict(arch=sam.arch, sz=seg.sz, lora=lora, ae=ae.config,
-               norm=[sam.pixel_mean.flatten().tolist(), sam.pixel_std.flatten().tolist()])
+    cfg = dict(sam_card(seg), ae=ae.config)
     return save_model(run_dir, m, 'bcsam', 'classification', classes=classes, config=cfg, classifier='logreg', **spec)
 
 class BCSAMPredictor(ClassifierPredictor):
     """A BC-SAM run's cell classifier from its run folder: each single-cell image's mask and features (stage 1 and 2,
     as `extract_cells`), its code (the autoencoder) and its type (the `logreg` head)."""
     def build(self):
-        from hemabook.sam.lora import add_lora
-        from hemabook.sam.model import build_sam
         c = self.card['config']
-        sam = build_sam(c['arch'], c['sz'], 1, norm=tuple(tuple(v) for v in c['norm']))
-        if c.get('lora'): add_lora(sam, **c['lora'])
-        m = BCSAMClassifier(SemanticSam(sam), CellAE(**c['ae']), len(self.card['classes']))
+        m = BCSAMClassifier(sam_from_card(c), CellAE(**c['ae']), len(self.card['classes']))
         return load_model_weights(m, self.run_dir/self.card['weights'])
 
     def codes(self, files:list, bs:int|None=None, verbose:bool=True) -> tuple[np.ndarray, list]:

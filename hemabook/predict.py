@@ -18,8 +18,8 @@ from .runs import current_run
 # %% auto #0
 __all__ = ['MODEL_CARD', 'CARD_FORMAT', 'PREDICTORS', 'INPUT_EXTS', 'RunFolderError', 'save_model', 'read_card',
            'load_model_weights', 'image_inputs', 'image_table', 'output_stems', 'write_coco', 'tile_starts',
-           'tile_grid', 'cut_tiles', 'tiles_of', 'merge_tile_boxes', 'merge_tile_instances', 'blend_tiles', 'Predictor',
-           'load_run', 'check_inputs', 'summary', 'ClassifierPredictor']
+           'tile_grid', 'cut_tiles', 'tiles_of', 'nms_rows', 'merge_tile_boxes', 'merge_tile_instances', 'blend_tiles',
+           'save_gallery', 'Predictor', 'load_run', 'check_inputs', 'summary', 'ClassifierPredictor']
 
 # %% ../nbs/92_predict.ipynb #d6d2b53e
 MODEL_CARD,CARD_FORMAT = 'model.json','hemabook.model/1'
@@ -195,6 +195,19 @@ def tiles_of(files:list,            # Image files
         yield cut_tiles(files, tile, tile//4 if overlap is None else overlap, Path(d))
 
 # %% ../nbs/92_predict.ipynb #d8525bb7
+def nms_rows(df:pd.DataFrame, # Boxes: x0, y0, x1, y1, score, and the columns of `by`
+             by:list,         # Boxes compete only with those that share these columns' values
+             iou:float=.5,    # A box overlapping a better one by more than this goes
+            ) -> pd.DataFrame: # The rows kept, in `df`'s order
+    "Non-maximum suppression on a table of boxes (torchvision's `batched_nms`), within groups of rows."
+    import torch
+    from torchvision.ops import batched_nms
+    if not len(df): return df
+    grp = pd.factorize(pd.Series(list(zip(*[df[c].astype(str) for c in by])), index=df.index))[0]
+    keep = batched_nms(torch.tensor(df[['x0', 'y0', 'x1', 'y1']].to_numpy(np.float32)),
+                       torch.tensor(df.score.to_numpy(np.float32)), torch.tensor(grp), iou).numpy()
+    return df.iloc[np.sort(keep)]
+
 def merge_tile_boxes(df:pd.DataFrame,    # Detections of the tiles: `file` (the tile), x0, y0, x1, y1, score, label, ...
                      tiles:pd.DataFrame, # `cut_tiles`' table
                      iou:float=.5,       # NMS threshold between what neighbouring tiles kept, per label
@@ -202,14 +215,7 @@ def merge_tile_boxes(df:pd.DataFrame,    # Detections of the tiles: `file` (the 
     """One image's detections from its tiles': each box is kept from the tile whose core holds its centre (there it
     lies whole, if `overlap` is at least its size), then non-maximum suppression per label removes what two tiles still
     both found (a box whose centre moved across a core border)."""
-    import torch
-    from torchvision.ops import batched_nms
-    d = _on_image(df, tiles); d = d[d.in_core]
-    if len(d):
-        lab = pd.factorize(d.file.astype(str) + '\0' + d.label.astype(str))[0]
-        keep = batched_nms(torch.tensor(d[['x0', 'y0', 'x1', 'y1']].values.astype(np.float32)),
-                           torch.tensor(d.score.values.astype(np.float32)), torch.tensor(lab), iou).numpy()
-        d = d.iloc[np.sort(keep)]
+    d = nms_rows(_on_image(df, tiles).query('in_core'), ['file', 'label'], iou)
     order = {s: i for i,s in enumerate(dict.fromkeys(tiles.source))}
     d = d.sort_values(['file', 'score'], key=lambda c: c.map(order) if c.name == 'file' else -c, kind='stable')
     return d[list(df.columns)].reset_index(drop=True)
@@ -263,6 +269,24 @@ def blend_tiles(img:np.ndarray, # H×W×C image
     return (acc/wsum).astype(np.float32)
 
 # %% ../nbs/92_predict.ipynb #63a85bb8
+def save_gallery(images:list,         # Image files or H×W×3 arrays
+                 titles:list,         # A short title per image
+                 path:str|Path,       # The PNG to write
+                 ncols:int=8,         # Images per row
+                 title:str|None=None, # Above the grid
+                 cell:tuple=(1.6, 1.8), # Inches per image (width, height)
+                ) -> Path:
+    "A grid of `images`, each with its small title, saved to `path` (the predictors' and the report's galleries)."
+    import matplotlib.pyplot as plt
+    n = len(images); cols = min(ncols, n); rows = -(-n//cols)
+    fig,axs = plt.subplots(rows, cols, figsize=(cell[0]*cols, cell[1]*rows), squeeze=False)
+    for ax in axs.flat: ax.axis('off')
+    for ax,im,t in zip(axs.flat, images, titles):
+        ax.imshow(load_image(im) if isinstance(im, (str, Path)) else im); ax.set_title(t, fontsize=7)
+    if title: fig.suptitle(title, fontsize=9)
+    fig.tight_layout(); fig.savefig(path, dpi=90); plt.close(fig)
+    return Path(path)
+
 class Predictor:
     "Base of the predictors: the run folder's model, rebuilt from its card, on `device`."
     def __init__(self, run_dir:Path, card:dict, device=None):
@@ -355,11 +379,7 @@ class ClassifierPredictor(Predictor):
         out = Path(out); out.mkdir(parents=True, exist_ok=True)
         df.to_csv(out/'predictions.csv', index=False); files = [out/'predictions.csv']
         if overlays and len(df):
-            import matplotlib.pyplot as plt
-            rows = df.head(n_gallery); n = len(rows); cols = min(8, n)
-            fig,axs = plt.subplots(-(-n//cols), cols, figsize=(1.6*cols, 1.8*(-(-n//cols))), squeeze=False)
-            for ax in axs.flat: ax.axis('off')
-            for ax,r in zip(axs.flat, rows.itertuples()):
-                ax.imshow(load_image(r.file)); ax.set_title(f"{r.predicted}\n{getattr(r, self.score):.2f}", fontsize=7)
-            fig.tight_layout(); fig.savefig(out/'gallery.png', dpi=90); plt.close(fig); files.append(out/'gallery.png')
+            rows = df.head(n_gallery)
+            titles = [f"{p}\n{s:.2f}" for p,s in zip(rows.predicted, rows[self.score])]
+            files.append(save_gallery(list(rows.file), titles, out/'gallery.png'))
         return files

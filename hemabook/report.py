@@ -12,7 +12,7 @@ import pandas as pd
 
 from .core import ConfigError, DataError, load_image, save_json
 from .data.taxonomy import canonical, is_a
-from .predict import image_inputs, load_run, output_stems
+from .predict import image_inputs, load_run, nms_rows, output_stems, save_gallery
 
 # %% auto #0
 __all__ = ['white_cell_classes', 'one_box_per_cell', 'crop_cells', 'differential', 'attribute_frequencies', 'write_report',
@@ -44,12 +44,7 @@ def one_box_per_cell(dets:pd.DataFrame, # Detections: `file`, box, `score`, `lab
     """A detector suppresses overlapping boxes within a class only, so one cell can come back as a neutrophil *and* a
     myelocyte; a count must see it once. Keep the best-scoring of boxes that overlap by more than `iou`, whatever their
     class."""
-    import torch
-    from torchvision.ops import batched_nms
-    if not len(dets): return dets
-    keep = batched_nms(torch.tensor(dets[['x0', 'y0', 'x1', 'y1']].to_numpy(np.float32)),
-                       torch.tensor(dets.score.to_numpy(np.float32)), torch.tensor(pd.factorize(dets.file)[0]), iou)
-    return dets.iloc[np.sort(keep.numpy())].reset_index(drop=True)
+    return nms_rows(dets, ['file'], iou).reset_index(drop=True)
 
 def crop_cells(cells:pd.DataFrame,  # One row per cell: `file` and its box `x0, y0, x1, y1` in the image's pixels
                folder:str|Path,      # Where the crops are written (PNG)
@@ -116,14 +111,10 @@ def _figures(cells, images, out, n_gallery):
     groups = [(t, g) for t,g in cells[~cells.review].groupby('cell_type', sort=True)]
     if cells.review.any(): groups.append(('for review', cells[cells.review]))
     for t,g in groups:
-        total = len(g); g = g.sort_values('confidence', ascending=False).head(n_gallery); n = len(g); cols = min(6, n)
-        fig,axs = plt.subplots(-(-n//cols), cols, figsize=(1.7*cols, 1.9*(-(-n//cols))), squeeze=False)
-        for ax in axs.flat: ax.axis('off')
-        for ax,r in zip(axs.flat, g.itertuples()):
-            ax.imshow(load_image(out/r.crop)); ax.set_title(f"{r.cell_type}\n{r.confidence:.2f}", fontsize=7)
-        fig.suptitle(f"{t}: {total} cells" + (f" (the {n} most confident)" if n < total else ''), fontsize=9)
-        gal[t] = out/'gallery'/f"{t.replace(' ', '_')}.png"
-        fig.tight_layout(); fig.savefig(gal[t], dpi=90); plt.close(fig)
+        total = len(g); g = g.sort_values('confidence', ascending=False).head(n_gallery); n = len(g)
+        gal[t] = save_gallery([out/c for c in g.crop], [f"{a}\n{b:.2f}" for a,b in zip(g.cell_type, g.confidence)],
+                              out/'gallery'/f"{t.replace(' ', '_')}.png", ncols=6, cell=(1.7, 1.9),
+                              title=f"{t}: {total} cells" + (f" (the {n} most confident)" if n < total else ''))
     types = sorted(cells.cell_type.dropna().unique()); cmap = plt.get_cmap('tab10')
     colour = {t: cmap(i % 10) for i,t in enumerate(types)}
     for f,name in zip(images, output_stems(images)):

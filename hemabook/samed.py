@@ -20,7 +20,7 @@ from torchvision.transforms import InterpolationMode
 
 from .core import ConfigError, eval_mode, load_image, logger, progress
 from .train import LRFactorScheduler, hb_learner
-from .sam.semantic import SemanticSam, class_map
+from .sam.semantic import SemanticSam, class_map, sam_card, sam_from_card
 from .data.seg import HU_WINDOW, ct_slice_rgb, image_tensor, is_volume, read_volume, write_label_volume
 from .predict import (INPUT_EXTS, Predictor, blend_tiles, image_inputs, load_model_weights, output_stems,
                               save_model, summary)
@@ -177,13 +177,9 @@ def save_samed(run_dir:str|Path,   # The run folder
                **spec,             # Anything else for the card
               ) -> Path:           # The card's path
     "Write `model` and the card that rebuilds it (`hemabook.predict.save_model`) for `SAMedPredictor`."
-    sam = model.sam
-    if sam.arch == 'custom': raise ConfigError("save_samed: a custom architecture (a dict) has no card")
+    cfg = sam_card(model)
     if len(classes) != model.n_classes + 1:
         raise ConfigError(f"save_samed: {len(classes)} class names for {model.n_classes} classes and the background")
-    lora = {k: sam.lora[k] for k in ('rank', 'alpha', 'blocks', 'decoder')} if getattr(sam, 'lora', None) else None
-    cfg = dict(arch=sam.arch, sz=model.sz, n_classes=model.n_classes, lora=lora,
-               norm=[sam.pixel_mean.flatten().tolist(), sam.pixel_std.flatten().tolist()])
     return save_model(run_dir, model, 'samed', 'semantic', classes=list(classes), config=cfg, hu_window=list(HU_WINDOW),
                       **spec)
 
@@ -202,13 +198,7 @@ class SAMedPredictor(Predictor):
     @property
     def window(self) -> tuple: return tuple(self.card.get('hu_window', HU_WINDOW))   # HU clipped to, for NIfTI
 
-    def build(self):
-        from hemabook.sam.lora import add_lora
-        from hemabook.sam.model import build_sam
-        c = self.card['config']
-        sam = build_sam(c['arch'], c['sz'], c['n_classes'], norm=tuple(tuple(v) for v in c['norm']))
-        if c.get('lora'): add_lora(sam, **c['lora'])
-        return load_model_weights(SemanticSam(sam), self.run_dir/self.card['weights'])
+    def build(self): return load_model_weights(sam_from_card(self.card['config']), self.run_dir/self.card['weights'])
 
     def predict(self, inputs, bs:int=8, verbose:bool=True,
                 tile:int|None=None,    # 2-D images larger than this: windows of this side, blended (`blend_tiles`)

@@ -15,7 +15,7 @@ from .model import build_sam
 from .lora import add_lora
 
 # %% auto #0
-__all__ = ['prompt_free_decode', 'class_map', 'SemanticSam', 'semantic_sam']
+__all__ = ['prompt_free_decode', 'class_map', 'SemanticSam', 'semantic_sam', 'sam_card', 'sam_from_card']
 
 # %% ../../nbs/21a_sam_semantic.ipynb #8a5fda7b
 def prompt_free_decode(dec, emb:torch.Tensor, pe:torch.Tensor, dense:torch.Tensor) -> torch.Tensor:
@@ -83,3 +83,18 @@ def semantic_sam(arch:str|dict='vit_b',      # SAM architecture (`SAM_ARCHS`)
                      encoder=encoder, checkpoint=None if checkpoint is None else str(checkpoint), note=note)
     if checkpoint is None: logger.warning("semantic_sam: %s", note)
     return m
+
+# %% ../../nbs/21a_sam_semantic.ipynb #1320e53a
+def sam_card(model:SemanticSam) -> dict:
+    "What rebuilds `model` (`sam_from_card`): architecture, input side, classes, LoRA layout, normalisation."
+    sam = model.sam
+    if sam.arch == 'custom': raise ConfigError("a custom SAM architecture (a dict) has no model card")
+    lora = {k: sam.lora[k] for k in ('rank', 'alpha', 'blocks', 'decoder')} if getattr(sam, 'lora', None) else None
+    return dict(arch=sam.arch, sz=model.sz, n_classes=model.n_classes, lora=lora,
+                norm=[sam.pixel_mean.flatten().tolist(), sam.pixel_std.flatten().tolist()])
+
+def sam_from_card(cfg:dict) -> SemanticSam:
+    "The `SemanticSam` that `sam_card`'s `cfg` describes, randomly initialised (the card's weights are loaded next)."
+    sam = build_sam(cfg['arch'], cfg['sz'], cfg['n_classes'], norm=tuple(tuple(v) for v in cfg['norm']))
+    if cfg.get('lora'): add_lora(sam, **cfg['lora'])
+    return SemanticSam(sam)
