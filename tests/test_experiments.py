@@ -78,9 +78,15 @@ def _attridet_smoke(demo):
     assert {r['attribute'] for r in m['attributes']['H_100X_C1']['L_100X_C2']['gt_boxes']} >= {'nucleolus', 'mean'}
     assert len(m['map_per_class']['H_100X_C1']['H_100X_C1']) == 14
     assert (run/'domains.png').exists() and (run/'detections.png').exists() and (run/'dann'/'checkpoints'/'last.pth').exists()
-    # The 12-epoch smoke detector beats the untrained one: measured mAP@0.5 0.250 vs 0.025 at seed 0 with 1 and with 2
-    # threads (deterministic for seed, threads and code), 0.037-0.068 vs 0.000 at seeds 1 and 2.
-    assert m['headline']['beat'] and m['headline']['value'] > m['headline']['reference'] + 0.1, m['headline']
+    # The smoke detector learns: 4 training fields (12 boxes, 14 classes) for 12 epochs. Its test mAP@0.5 (6 boxes on 2
+    # fields) is a lottery, not a bar: measured 0.250 vs the untrained 0.025 at seed 0 on one CPU, 0.062 vs 0.025 at seed
+    # 0 on another (AVX-512; 2026-12-02), and there at seeds 1-4 0.047, 0.075, 0.000 (= the untrained 0.000), 0.126.
+    # What holds at every seed measured is the loss: validation loss 5.3-5.7 after the first epoch, 2.4-2.7 after the last
+    # (ratio 0.45-0.49); training loss 5.8-6.2 -> 3.1-4.2. The headline must say honestly whether it beat the reference.
+    h = json.loads((run/'plain'/'history.json').read_text())
+    assert len(h) == 12 and h[-1]['valid_loss'] < 0.65*h[0]['valid_loss'] and h[-1]['train_loss'] < 0.8*h[0]['train_loss'], h
+    hl = m['headline']
+    assert hl['beat'] == (hl['value'] > hl['reference']) and ('does NOT beat' in hl['text']) != hl['beat'], hl
 
 def _dessam_smoke(demo):
     "The smoke preset trains from boxes only (no checkpoint, so no distillation) and scores every kind of mask on the test image."
