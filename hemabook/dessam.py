@@ -21,6 +21,7 @@ from segment_anything.modeling.common import LayerNorm2d
 
 from .core import ConfigError, DataError, eval_mode, load_image, logger, model_device, progress
 from .sam.model import build_sam
+from .stain import stretch_contrast
 from .data.det import DetDataset, det_collate
 from .data.seg import image_tensor, instance_label_image, show_masks
 from .metrics import inst_metrics, inst_table
@@ -30,10 +31,10 @@ from .predict import (Predictor, image_inputs, image_table, load_model_weights, 
                               output_stems, save_model, summary, tiles_of, write_coco)
 
 # %% auto #0
-__all__ = ['DESSAM_WEIGHTS', 'KINDS', 'rgb_to_lab', 'colour_affinity', 'pairwise_loss', 'projection_loss', 'levelset_loss',
-           'distill_loss', 'SamFPN', 'DesSAM', 'dessam_model', 'dessam_learner', 'clean_mask', 'instance_labels',
-           'box_labels', 'predict_instances', 'gt_labels', 'evaluate_dessam', 'image_split', 'show_instances',
-           'show_teacher_student', 'save_dessam', 'DesSAMPredictor']
+__all__ = ['CONTRASTS', 'DESSAM_WEIGHTS', 'KINDS', 'rgb_to_lab', 'colour_affinity', 'pairwise_loss', 'projection_loss',
+           'levelset_loss', 'distill_loss', 'SamFPN', 'DesSAM', 'dessam_model', 'dessam_learner', 'clean_mask',
+           'instance_labels', 'box_labels', 'predict_instances', 'gt_labels', 'evaluate_dessam', 'image_split',
+           'show_instances', 'show_teacher_student', 'save_dessam', 'DesSAMPredictor']
 
 # %% ../nbs/60_dessam.ipynb #01e7bfed
 def rgb_to_lab(x:torch.Tensor, # B×3×H×W sRGB in [0, 1]
@@ -151,12 +152,16 @@ class DesSAM(nn.Module):
                  dilation:int=2,                 # Neighbour distance of the pairwise term
                  distill:str='soft',             # 'soft' (σ of the teacher's logits) or 'hard' (logits > 0)
                  pairs:str='centre',             # Pairwise term: 'centre' pixel in the box (BoxInst) or 'both' pixels
+                 contrast:str='none',            # Input contrast: 'none', or 'percentile' (`stretch_contrast`: each
+                                                 # image stretched, bright backgrounds inverted): dim fluorescence
+                                                 # and brightfield nuclei reach the model alike
                 ):
         super().__init__()
         sz = sam.image_encoder.img_size
         if sz % 32: raise ConfigError(f"SAM input side {sz}: use a multiple of 32 (the pyramid's largest stride)")
         if distill not in ('soft', 'hard'): raise ConfigError(f"distill={distill!r}: expected 'soft' or 'hard'")
         if pairs not in ('centre', 'both'): raise ConfigError(f"pairs={pairs!r}: expected 'centre' or 'both'")
+        if contrast not in CONTRASTS: raise ConfigError(f"contrast={contrast!r}: expected one of {CONTRASTS}")
         mean,std = [float(v)/255 for v in sam.pixel_mean.flatten()],[float(v)/255 for v in sam.pixel_std.flatten()]
         self.backbone = SamFPN(sam.image_encoder, mean, std, fpn_channels)
         self.det = make_detector('fasterrcnn', self.backbone, 1, sz, score_thresh=score_thresh,
@@ -174,7 +179,11 @@ class DesSAM(nn.Module):
         self.weights = {**DESSAM_WEIGHTS, **(weights or {})}
         self.sz,self.frozen,self.roi,self.margin = sz,frozen,roi,margin
         self.max_rois,self.dilation,self.distill = max_rois,dilation,distill
-        self.pairs = pairs
+        self.pairs,self.contrast = pairs,contrast
+
+    def prep(self, images:torch.Tensor) -> torch.Tensor:
+        "The images as every part of the model reads them: B×3×sz×sz in [0, 1], after the `contrast` step."
+        return stretch_contrast(images) if self.contrast == 'percentile' else images
 
 # %% ../nbs/60_dessam.ipynb #1ecf2862
 @patch
@@ -191,6 +200,7 @@ def decode(self:DesSAM, emb:torch.Tensor,  # 1×C×g×g image embedding
     return m
 
 # %% ../nbs/60_dessam.ipynb #7b15ab97
+CONTRASTS = ('none', 'percentile')   # `DesSAM`'s input contrast steps
 DESSAM_WEIGHTS = dict(distill_bce=.5, distill_dice=.01, pairwise=1., levelset=.001, projection=1.)
 
 # %% ../nbs/60_dessam.ipynb #a37ea1d6
@@ -256,7 +266,7 @@ def mask_losses(self:DesSAM, images:torch.Tensor,  # B×3×sz×sz in [0, 1]
 @patch
 def loss_terms(self:DesSAM, images:torch.Tensor, targets:list) -> dict:
     "The detector's (RPN, RoI head) and mask losses, for images in [0, 1] and targets with `boxes` (input pixels)."
-    tg = [dict(boxes=t['boxes'].float(), labels=t['labels'].long() + 1) for t in targets]
+    tg,images = [dict(boxes=t['boxes'].float(), labels=t['labels'].long() + 1) for t in targets],self.prep(images)
     il,tg = self.det.transform(list(images), tg)
     feats = self.det.backbone(il.tensors)
     props,rpn = self.det.rpn(il, feats, tg)
@@ -274,6 +284,7 @@ def detect(self:DesSAM, images:torch.Tensor,  # B×3×sz×sz in [0, 1]
     or with `score_thr` one per detection scoring at least that, in the detections' order (the rest get no mask:
     decoding the low-scoring ones an evaluation drops took most of its time)."""
     with eval_mode(self):
+        images = self.prep(images)
         if boxes is None:
             dets = self.det(list(images))
             for d in dets: d['labels'] = d['labels'] - 1
