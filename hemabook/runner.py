@@ -110,6 +110,7 @@ def parse_value(s:str):
 def _coerce(k, v, s, raw):
     "`v` checked against parameter `k`'s spec `s` (type, optional, choices); `raw` is what the user wrote."
     typ = s['type']
+    if typ == 'str' and isinstance(raw, str) and raw.strip() in (s['choices'] or ()): return raw.strip()   # 'none'
     if v is None:
         if s['optional'] or s['default'].strip() == 'None': return None
         raise ConfigError(f"parameter {k} takes a{'n' if typ=='int' else ''} {typ}, not None")
