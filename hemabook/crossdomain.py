@@ -63,6 +63,8 @@ def cross_domain_eval(X:np.ndarray,     # N×d features (the latents)
                       folds:int=5,      # Stratified folds per source domain (BC-SAM: 5)
                       seed:int=1234,    # Seed of the folds and the classifiers (BC-SAM: 1234)
                       verbose:bool|None=None, # Progress bar over the folds; None: where someone watches
+                      sources:list|None=None, # Train on these domains only (e.g. one per call, each with its own
+                                              # features); None: both
                      ) -> tuple[pd.DataFrame, pd.DataFrame]: # (scores by classifier, direction, fold; cell predictions)
     "BC-SAM's protocol both ways: stratified k-fold per source domain; accuracy on held-out folds and the other domain."
     from sklearn.metrics import accuracy_score, balanced_accuracy_score
@@ -73,7 +75,9 @@ def cross_domain_eval(X:np.ndarray,     # N×d features (the latents)
     if len(doms) != 2: raise ConfigError(f"expected two domains, got {doms}")
     for c in classifiers: make_classifier(c)     # unknown names fail before any fitting
     scores,preds,jobs = [],[],[]
-    for src in doms:
+    if sources is not None and not set(sources) <= set(doms):
+        raise ConfigError(f"sources {list(sources)}: expected some of {doms}")
+    for src in doms if sources is None else [s for s in doms if s in set(sources)]:
         si = np.flatnonzero(d == src); counts = pd.Series(y[si]).value_counts()
         if counts.max() < folds:
             raise ConfigError(f"{src}: folds={folds} but no class has {folds} cells ({counts.to_dict()})")

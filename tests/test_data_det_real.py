@@ -1,6 +1,8 @@
 "Real-data checks of `hemabook.data.det` on the BCCD subset in ../shared/data (skipped where it is absent)."
 import logging
+import numpy as np
 import pandas as pd
+from PIL import Image
 import pytest
 from conftest import shared_subset
 import torch
@@ -58,6 +60,11 @@ def test_wbc_crops(bccd_root, tmp_path):
     assert set(crops['domain']) == {'bccd'} and crops['split'].notna().all()
     again = bccd_wbc_crops(bccd_root, out=tmp_path/'crops')   # cached: same table
     pd.testing.assert_frame_equal(crops, again)
+    # another margin in the same folder cuts the crops again (the cached ones were cut with 0.1), and back
+    size = lambda df: np.mean([Image.open(p).size[0] for p in df.path[:20]])
+    tight = size(crops); wide = size(bccd_wbc_crops(bccd_root, out=tmp_path/'crops', pad=0.9))
+    assert wide > 1.3*tight, (tight, wide)
+    assert size(bccd_wbc_crops(bccd_root, out=tmp_path/'crops')) == tight
 
 def test_det_dls_real_batch(bccd):
     dls = det_dls(bccd, bs=4, sz=128)

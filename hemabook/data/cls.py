@@ -485,11 +485,14 @@ def write_image_csv(df:pd.DataFrame,       # Classification tidy table (`path`, 
 def read_cells(root:str|Path,          # The data set's root folder (or file, for 'csv')
                fmt:str,                # A classification format: `formats('classification')`
                out:str|Path|None=None, # Where readers that write files put them ('bccd_wbc': the crops); else ignored
+               margin:float|None=None, # Readers that cut cells out of fields ('bccd_wbc'): the margin on each side,
+                                       # as a fraction of the cell's box (their `pad`); None: the reader's; else ignored
                **kw,                   # Passed to the reader
               ) -> pd.DataFrame:       # The classification tidy table
     "A single-cell table from `root` in the classification format `fmt` (`read_data` with task 'classification')."
     takes = inspect.signature(find_format(fmt, 'classification').reader).parameters
     if out is not None and 'out' in takes: kw['out'] = out
+    if margin is not None and 'pad' in takes: kw['pad'] = margin
     return read_data(root, fmt, 'classification', **kw)
 
 # %% ../../nbs/12_data_cls.ipynb #47046ff8

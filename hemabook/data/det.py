@@ -4,7 +4,7 @@
 
 # %% ../../nbs/13_data_det.ipynb #ece13a3e
 from __future__ import annotations
-import os, re, shutil
+import json, os, re, shutil
 import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
@@ -547,6 +547,8 @@ def bccd_wbc_crops(root:str|Path,           # BCCD folder holding `BCCD/` and `w
     "Crop BCCD's WBC boxes to PNGs in `out`, labelled with their subtype from `wbc_labels.csv`."
     root = Path(root); det = read_bccd(root); labs = _bccd_subtypes(root/'wbc_labels.csv')
     out = Path(out) if out is not None else data_path('bccd_wbc_crops'); out.mkdir(parents=True, exist_ok=True)
+    made = out/'crops.json'      # the margin the cached crops were cut with: another margin cuts them again
+    if made.exists() and json.loads(made.read_text()).get('pad') != pad: overwrite = True
     drops,rows = _Drops(),[]
     ids = {int(i.rsplit('_', 1)[-1]): i for i in det['image_id'].unique()}
     for n in sorted(set(labs) - set(ids)): drops(f'wbc_labels.csv Image {n}', 'label_without_image')
@@ -569,6 +571,7 @@ def bccd_wbc_crops(root:str|Path,           # BCCD folder holding `BCCD/` and `w
                 Image.fromarray(img[y0:y1, x0:x1]).save(f, compress_level=1)
             rows.append(dict(path=str(f.resolve()), label=_canon(subs[0], 'bccd'), fine_label=subs[0], split=r.split,
                              domain='bccd', patient=None, dataset='bccd_wbc'))
+    made.write_text(json.dumps(dict(pad=pad)))
     df = pd.DataFrame(rows, columns=['path', 'label', 'fine_label', 'split', 'domain', 'patient', 'dataset'])
     return drops.finish(df, f"bccd_wbc_crops({root})")
 
