@@ -31,8 +31,9 @@ from .predict import ClassifierPredictor, image_inputs, load_model_weights, save
 # %% auto #0
 __all__ = ['BCSAM_NORM', 'PROTOCOLS', 'MMD_KINDS', 'warmup_cosine', 'WarmupCosine', 'bcsam_seg_model', 'cell_mask_table',
            'domain_table', 'CellMasks', 'extract_cells', 'largest_component', 'masked_crop', 'cell_crops', 'CellAE',
-           'ssim', 'mean_mmd', 'kernel_mmd', 'domain_mmd', 'CrossDomainLoss', 'CellDataset', 'ae_dls', 'ae_learner',
-           'latents', 'show_reconstructions', 'BCSAMClassifier', 'fit_head', 'save_bcsam', 'BCSAMPredictor']
+           'ssim', 'mean_mmd', 'kernel_mmd', 'domain_mmd', 'CrossDomainLoss', 'CellDataset', 'source_labels', 'ae_dls',
+           'ae_learner', 'latents', 'show_reconstructions', 'BCSAMClassifier', 'fit_head', 'save_bcsam',
+           'BCSAMPredictor']
 
 # %% ../nbs/30_bcsam.ipynb #87cd7c86
 def warmup_cosine(step:float,            # 0-based epoch (or iteration)
@@ -207,11 +208,13 @@ class CellAE(nn.Module):
     def __init__(self, in_ch:int=768,     # Channels of the pre-neck features (ViT-B: 768)
                  latent:int=50,       # Latent size (BC-SAM: 50)
                  width:float=1.0,     # Multiplier of every hidden channel count (1: the paper's; 0.125 for CPU tests)
-                 sz:int=128):         # Output side: 128 (the paper) or 64
+                 sz:int=128,          # Output side: 128 (the paper) or 64
+                 n_classes:int=0):    # With classes, a linear head on the code (`CrossDomainLoss`' beta term)
         super().__init__()
         if sz not in (64, 128):
             raise ConfigError(f"sz={sz}: the decoder makes 128×128 (the paper) or 64×64 crops")
-        self.sz,self.config = sz,dict(in_ch=in_ch, latent=latent, width=width, sz=sz)   # what rebuilds it
+        self.sz = sz
+        self.config = dict(in_ch=in_ch, latent=latent, width=width, sz=sz, n_classes=n_classes)   # what rebuilds it
         w = lambda c: max(4, round(c*width))
         cbr = lambda i,o,k,s=1: [nn.Conv2d(i, o, k, s), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
         self.encoder = nn.Sequential(*cbr(in_ch, w(256), 1), *cbr(w(256), w(256), 3, 2), *cbr(w(256), latent, 1),
@@ -225,7 +228,10 @@ class CellAE(nn.Module):
         self.decoder = nn.Sequential(nn.Unflatten(1, (latent, 1, 1)), *up, nn.ConvTranspose2d(ch[-1], 3, 1),
                                      nn.Sigmoid())
         self.decoder.to(memory_format=torch.channels_last)   # NHWC: ~30 % faster on the CPU, equal to rounding
-    def forward(self, x): z = self.encoder(x); return self.decoder(z),z
+        self.head = nn.Linear(latent, n_classes) if n_classes else None
+    def forward(self, x):
+        z = self.encoder(x)
+        return (self.decoder(z),z) if self.head is None else (self.decoder(z),z,self.head(z))
 
 # %% ../nbs/30_bcsam.ipynb #f5470d49
 def _blur_matrix(n, win, sigma, dev, dtype):
@@ -270,27 +276,50 @@ def domain_mmd(z, dom, kind='kernel'):
     return MMD_KINDS[kind](a, b)
 
 class CrossDomainLoss(nn.Module):
-    "BC-SAM's autoencoder loss: `(1 − SSIM(reconstruction, crop)) + λ·MMD(latents of domain 0, latents of domain 1)`."
-    def __init__(self, lam:float=5., mmd:str='kernel'):
+    """BC-SAM's autoencoder loss, `(1 − SSIM(reconstruction, crop)) + λ·MMD(latents of domain 0, latents of domain 1)`,
+    and with `beta` a source-classification term, `β·cross-entropy(head(code), label)` over the labelled cells: the
+    alignment then has to keep the classes apart where the seed's loss may erase them."""
+    def __init__(self, lam:float=5., mmd:str='kernel', beta:float=0.):
         super().__init__()
         if mmd not in MMD_KINDS: raise ConfigError(f"mmd={mmd!r}: expected one of {', '.join(MMD_KINDS)}")
-        self.lam,self.mmd = lam,mmd
-    def forward(self, pred, crop, dom):
-        rec,z = pred
-        return (1 - ssim(rec.float(), crop)) + self.lam*domain_mmd(z.float(), dom, self.mmd)
+        self.lam,self.mmd,self.beta = lam,mmd,beta
+    def forward(self, pred, crop, dom, y=None):
+        rec,z = pred[:2]
+        loss = (1 - ssim(rec.float(), crop)) + self.lam*domain_mmd(z.float(), dom, self.mmd)
+        if not self.beta: return loss
+        if len(pred) < 3 or y is None:
+            raise ConfigError("beta > 0 needs a `CellAE` with `n_classes` and labelled items (`ae_dls(labels=)`)")
+        k = y >= 0
+        return loss + self.beta*(F.cross_entropy(pred[2][k].float(), y[k]) if k.any() else pred[2].sum()*0)
+
 
 # %% ../nbs/30_bcsam.ipynb #0b3db7a7
 class CellDataset(Dataset):
-    "Cells of an `extract_cells` cache: `(pre-neck features, crop in [0, 1], domain id)` items."
-    def __init__(self, cache:EmbeddingCache, crops:np.ndarray, domain, idx=None):
+    """Cells of an `extract_cells` cache: `(pre-neck features, crop in [0, 1], domain id)` items, and with `labels`
+    each cell's class id as a fourth (−1: unlabelled, as every target cell is)."""
+    def __init__(self, cache:EmbeddingCache, crops:np.ndarray, domain, idx=None, labels=None):
         self.pre,self.crops,self.dom = cache.pre,crops,np.asarray(domain, np.int64)
         if len(self.dom) != len(cache): raise ConfigError(f"{len(self.dom)} domain ids for {len(cache)} cells")
+        self.y = None if labels is None else np.asarray(labels, np.int64)
+        if self.y is not None and len(self.y) != len(cache):
+            raise ConfigError(f"{len(self.y)} labels for {len(cache)} cells")
         self.idx = np.arange(len(cache)) if idx is None else np.asarray(idx)
     def __len__(self): return len(self.idx)
     def __getitem__(self, i):
         j = self.idx[i]
-        return (torch.from_numpy(np.array(self.pre[j], np.float32)),
+        item = (torch.from_numpy(np.array(self.pre[j], np.float32)),
                 torch.from_numpy(np.array(self.crops[j])).float()/255, torch.tensor(self.dom[j]))
+        return item if self.y is None else (*item, torch.tensor(self.y[j]))
+
+def source_labels(labels,         # Class label of every cell
+                  domains,        # Domain name of every cell
+                  source:str,     # The domain whose labels the autoencoder may read
+                 ) -> tuple[np.ndarray, list]: # (class id per cell, −1 outside `source`; the classes, sorted)
+    "Class ids of the `source` domain's cells for `CellDataset`; every other cell is unlabelled (−1)."
+    labels,domains = np.asarray(labels).astype(str),np.asarray(domains).astype(str)
+    if source not in set(domains): raise ConfigError(f"source domain {source!r} not among {sorted(set(domains))}")
+    classes = sorted(str(c) for c in set(labels[domains == source]))
+    return np.array([classes.index(l) if d == source else -1 for l,d in zip(labels, domains)], np.int64),classes
 
 # %% ../nbs/30_bcsam.ipynb #b578dcdf
 def ae_dls(cache:EmbeddingCache,  # From `extract_cells`
@@ -301,6 +330,7 @@ def ae_dls(cache:EmbeddingCache,  # From `extract_cells`
            seed:int=1234,         # Seed of the hold-out draw
            num_workers:int=0,     # DataLoader workers
            device=None,           # Device of the batches; None: fastai's default
+           labels=None,           # Class id per cell, −1 where unknown (`source_labels`): items carry it
           ):
     "fastai `DataLoaders` of `CellDataset` items; a seeded `valid_pct` of cells is held out to watch reconstruction."
     from fastai.data.core import DataLoaders
@@ -313,16 +343,17 @@ def ae_dls(cache:EmbeddingCache,  # From `extract_cells`
         va[rng.choice(np.flatnonzero(ok))] = True
     tr_i,va_i = np.flatnonzero(ok & ~va),np.flatnonzero(ok & va)
     if not len(tr_i) or not len(va_i): raise ConfigError(f"{n} cells and valid_pct={valid_pct}: a split is empty")
-    mk = lambda idx, train: DataLoader(CellDataset(cache, crops, domain, idx), bs=min(bs, len(idx)), shuffle=train,
-                                       drop_last=train and len(idx) > bs, num_workers=num_workers, n_inp=1)
+    mk = lambda idx, train: DataLoader(CellDataset(cache, crops, domain, idx, labels), bs=min(bs, len(idx)),
+                                       shuffle=train, drop_last=train and len(idx) > bs, num_workers=num_workers,
+                                       n_inp=1)
     dls = DataLoaders(mk(tr_i, True), mk(va_i, False))
     dls.n_inp = 1
     return dls.to(device) if device is not None else dls
 
 # %% ../nbs/30_bcsam.ipynb #f9ecf73e
-def _ssim_metric(pred, crop, dom): return ssim(pred[0].float(), crop)
+def _ssim_metric(pred, crop, dom, *y): return ssim(pred[0].float(), crop)
 
-def _mmd_metric(pred, crop, dom): return domain_mmd(pred[1].float(), dom, 'kernel')
+def _mmd_metric(pred, crop, dom, *y): return domain_mmd(pred[1].float(), dom, 'kernel')
 _ssim_metric.__name__,_mmd_metric.__name__ = 'ssim','kernel_mmd'
 
 def ae_learner(dls,                 # From `ae_dls`
@@ -330,12 +361,13 @@ def ae_learner(dls,                 # From `ae_dls`
                lam:float=5.,        # λ, the weight of the MMD term (BC-SAM: 5)
                mmd:str='kernel',    # 'kernel' (multi-bandwidth Gaussian MMD) or 'mean' (BC-SAM's mean matching)
                wd:float=0.05,       # AdamW weight decay (BC-SAM: 0.05)
+               beta:float=0.,       # Weight of the source-classification term (0: BC-SAM; needs `CellAE(n_classes=)`)
                **kwargs,            # Passed to `hb_learner` (run_dir, params, cbs, ...)
               ):
     "A learner for `CellAE`: BC-SAM's loss, AdamW (wd 0.05); SSIM and kernel MMD watched each epoch."
     from fastai.metrics import AvgMetric
     opt = partial(Adam, mom=0.9, sqr_mom=0.999, eps=1e-8, decouple_wd=True)
-    return hb_learner(dls, model, loss_func=CrossDomainLoss(lam, mmd),
+    return hb_learner(dls, model, loss_func=CrossDomainLoss(lam, mmd, beta),
                       metrics=[AvgMetric(_ssim_metric), AvgMetric(_mmd_metric)], opt_func=opt, wd=wd, **kwargs)
 
 # %% ../nbs/30_bcsam.ipynb #bd7d6b2c
