@@ -154,7 +154,13 @@ def test_teacher_student_picture_on_a_non_square_image():
     import matplotlib; matplotlib.use('Agg')
     import numpy as np
     from hemabook.dessam import dessam_model, show_teacher_student
+    from hemabook.core import set_seed
+    set_seed(0)
     m = dessam_model('tiny', 64, fpn_channels=16).eval()
     img = np.random.default_rng(0).integers(0, 255, (90, 150, 3), dtype=np.uint8)
     axs = show_teacher_student(m, img, [[10, 10, 40, 50], [60, 20, 120, 80]])
-    assert [a.get_title() for a in axs] == ['boxes (2)', 'teacher (2)', 'student (2)']
+    titles = [a.get_title() for a in axs]
+    assert titles[0] == 'boxes (2)' and [t.split(' (')[0] for t in titles] == ['boxes', 'teacher', 'student'], titles
+    # a random decoder's mask for a box may threshold to nothing (a fresh clone once drew 'teacher (1)'): at most one
+    # instance per box
+    assert all(int(t.split('(')[1].rstrip(')')) <= 2 for t in titles), titles
