@@ -547,8 +547,8 @@ def bccd_wbc_crops(root:str|Path,           # BCCD folder holding `BCCD/` and `w
     "Crop BCCD's WBC boxes to PNGs in `out`, labelled with their subtype from `wbc_labels.csv`."
     root = Path(root); det = read_bccd(root); labs = _bccd_subtypes(root/'wbc_labels.csv')
     out = Path(out) if out is not None else data_path('bccd_wbc_crops'); out.mkdir(parents=True, exist_ok=True)
-    made = out/'crops.json'      # the margin the cached crops were cut with: another margin cuts them again
-    if made.exists() and json.loads(made.read_text()).get('pad') != pad: overwrite = True
+    made = out/'crops.json'      # the margin the cached crops were cut with; another or unknown: cut again
+    if not made.exists() or json.loads(made.read_text()).get('pad') != pad: overwrite = True
     drops,rows = _Drops(),[]
     ids = {int(i.rsplit('_', 1)[-1]): i for i in det['image_id'].unique()}
     for n in sorted(set(labs) - set(ids)): drops(f'wbc_labels.csv Image {n}', 'label_without_image')
