@@ -10,7 +10,12 @@ it the run's own cell cache is used. Variants of the autoencoder:
 * `no_align`: λ = 0;
 * `source_ce`: per direction, an autoencoder that also classifies the source's cells from the code (β·cross-entropy,
   source labels only: the target's stay unread), with the MMD term;
-* `source_ce_no_mmd`: the same without the MMD term.
+* `source_ce_no_mmd`: the same without the MMD term;
+* `seed_dn`: the `seed` codes, each data set's standardised by its own statistics before the classifiers
+  (`cross_domain_eval(domain_norm=True)`);
+* `descriptors`: no autoencoder: `cell_descriptors` (mask-pooled stage-1 features and the colours inside the mask),
+  standardised per data set;
+* `descriptors_raw`: the same without the standardisation.
 
 For each: accuracy and balanced accuracy per classifier, in-domain (held-out folds) and cross-domain, beside the
 target's majority-class rate and chance, printed (best classifier per direction) and written as CSV to `--out`.
@@ -30,14 +35,14 @@ def main():
     from hemabook.data.cls import read_cells
     from hemabook.predict import load_run
     from hemabook.sam.embed import EmbeddingCache
-    from hemabook.bcsam import (CellAE, CellDataset, WarmupCosine, ae_dls, ae_learner, cell_crops, domain_table,
+    from hemabook.bcsam import (CellAE, CellDataset, WarmupCosine, ae_dls, ae_learner, cell_crops, cell_descriptors, domain_table,
                                 extract_cells, latents, source_labels)
     from hemabook.crossdomain import cross_domain_eval, majority_rate
     from hemabook.train import fit
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('run', type=Path); ap.add_argument('--out', type=Path); ap.add_argument('--margin', type=float)
     ap.add_argument('--epochs', type=int); ap.add_argument('--beta', type=float, default=1.)
-    ap.add_argument('--seeds', default='0'); ap.add_argument('--variants', default='seed,no_align,source_ce,source_ce_no_mmd')
+    ap.add_argument('--seeds', default='0'); ap.add_argument('--variants', default='seed,no_align,source_ce,source_ce_no_mmd,seed_dn,descriptors,descriptors_raw')
     ap.add_argument('--classifiers', default='logreg,svm_rbf,rf')
     a = ap.parse_args()
     p = load_json(a.run/'run.json')['settings']
@@ -51,6 +56,7 @@ def main():
         seg = load_run(a.run, p['device']).model.seg
         cache = extract_cells(seg, cells.path, work/'cache', device=p['device'], verbose=False)
     crops = cell_crops(cache, sz=p['crop_size'], verbose=False)
+    desc = cell_descriptors(cache, verbose=False)
     doms = list(dict.fromkeys(cells.domain)); dom_id = cells.domain_id.to_numpy()
     epochs,clfs = a.epochs or p['ae_epochs'],tuple(a.classifiers.split(','))
 
@@ -65,10 +71,12 @@ def main():
 
     rows = []
     for seed in map(int, a.seeds.split(',')):
-        ev = lambda Z, src: cross_domain_eval(Z, cells.label, cells.domain, classifiers=clfs, seed=1234 + seed,
-                                              verbose=False, sources=src)[0]
+        ev = lambda Z, src, dn=False: cross_domain_eval(Z, cells.label, cells.domain, classifiers=clfs, seed=1234 + seed,
+                                                        verbose=False, sources=src, domain_norm=dn)[0]
         for v in a.variants.split(','):
             if v in ('seed', 'no_align'): sc = ev(codes(seed, 5. if v == 'seed' else 0.), None)
+            elif v == 'seed_dn': sc = ev(codes(seed, 5.), None, True)
+            elif v.startswith('descriptors'): sc = ev(desc, None, v == 'descriptors')
             else:            # one autoencoder per direction: it reads the labels of its source only
                 lam = 0. if v.endswith('no_mmd') else 5.
                 sc = pd.concat([ev(codes(seed, lam, y, len(c)), [s])

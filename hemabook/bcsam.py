@@ -20,7 +20,7 @@ from scipy import ndimage
 
 from .core import (ConfigError, DataError, eval_mode, load_image, load_json, logger, model_device, progress,
                            save_json)
-from .crossdomain import make_classifier
+from .crossdomain import domain_standardize, make_classifier
 from .data.core import note_dropped
 from .data.taxonomy import BCSAM_13, BCSAM_MAP, COMMON_5, bcsam_label, to_common5
 from .train import LRFactorScheduler, hb_learner
@@ -29,11 +29,11 @@ from .sam.semantic import SemanticSam, class_map, sam_card, sam_from_card, seman
 from .predict import ClassifierPredictor, image_inputs, load_model_weights, save_model, summary
 
 # %% auto #0
-__all__ = ['BCSAM_NORM', 'PROTOCOLS', 'MMD_KINDS', 'warmup_cosine', 'WarmupCosine', 'bcsam_seg_model', 'cell_mask_table',
-           'domain_table', 'CellMasks', 'extract_cells', 'largest_component', 'masked_crop', 'cell_crops', 'CellAE',
-           'ssim', 'mean_mmd', 'kernel_mmd', 'domain_mmd', 'CrossDomainLoss', 'CellDataset', 'source_labels', 'ae_dls',
-           'ae_learner', 'latents', 'show_reconstructions', 'BCSAMClassifier', 'fit_head', 'save_bcsam',
-           'BCSAMPredictor']
+__all__ = ['BCSAM_NORM', 'PROTOCOLS', 'MMD_KINDS', 'FEATURES', 'MIN_DOMAIN_CELLS', 'warmup_cosine', 'WarmupCosine',
+           'bcsam_seg_model', 'cell_mask_table', 'domain_table', 'CellMasks', 'extract_cells', 'largest_component',
+           'masked_crop', 'cell_crops', 'CellAE', 'ssim', 'mean_mmd', 'kernel_mmd', 'domain_mmd', 'CrossDomainLoss',
+           'CellDataset', 'source_labels', 'ae_dls', 'ae_learner', 'latents', 'cell_descriptors',
+           'show_reconstructions', 'BCSAMClassifier', 'fit_head', 'save_bcsam', 'BCSAMPredictor']
 
 # %% ../nbs/30_bcsam.ipynb #87cd7c86
 def warmup_cosine(step:float,            # 0-based epoch (or iteration)
@@ -380,6 +380,26 @@ def latents(model:CellAE, ds:CellDataset, bs:int=256, device=None) -> np.ndarray
             out.append(model.encoder(x).float().cpu().numpy())
     return np.concatenate(out)
 
+# %% ../nbs/30_bcsam.ipynb #8aec06e1
+def cell_descriptors(cache:EmbeddingCache,   # From `extract_cells` (holds `masks`)
+                     verbose:bool|None=None, # Progress bar; None: where someone watches
+                    ) -> np.ndarray:         # N×(C + 15) float32: C pooled features, 15 colour statistics
+    "Per cell: its pre-neck features averaged over its mask, and the colours inside the mask (mean, std, 10/50/90 %)."
+    if cache.masks is None: raise DataError(f"{cache.path}: the cache holds no masks; extract with `extract_cells`")
+    N,C,h,w = cache.pre.shape; S = cache.masks.shape[-1]
+    out = np.zeros((N, C + 15), np.float32)
+    failed = {d['index'] for d in cache.failed}
+    for i,p in progress(enumerate(cache.paths), N, 'cell descriptors', verbose):
+        if i in failed: continue
+        m = largest_component(np.asarray(cache.masks[i]) > 0)
+        if not m.any(): m = np.ones_like(m)
+        grid = F.adaptive_avg_pool2d(torch.from_numpy(m).float()[None, None], (h, w))[0, 0].numpy()  # mask share per cell
+        out[i, :C] = (np.asarray(cache.pre[i], np.float32)*grid).sum((1, 2))/grid.sum()
+        img,_ = prepare_image(load_image(p), S, cache.config.get('resize', 'square'))
+        px = img[m]/255.       # float64: a float32 sum over 50 000 pixels drifts by 1e-4
+        out[i, C:] = np.concatenate([px.mean(0), px.std(0), np.percentile(px, [10, 50, 90], axis=0).ravel()])
+    return out
+
 # %% ../nbs/30_bcsam.ipynb #516729ef
 def show_reconstructions(model:CellAE, ds:CellDataset, idx=None, n:int=6, figsize=None):
     "Masked-cell targets (top) and autoencoder reconstructions (bottom) of items `idx` of `ds`; returns the figure."
@@ -396,26 +416,36 @@ def show_reconstructions(model:CellAE, ds:CellDataset, idx=None, n:int=6, figsiz
     return fig
 
 # %% ../nbs/30_bcsam.ipynb #fb894855
+FEATURES = ('code', 'descriptors')
+MIN_DOMAIN_CELLS = 20   # fewest cells whose own statistics a `domain_norm` predictor standardises them by
+
 class BCSAMClassifier(nn.Module):
     """BC-SAM from a cell image to its type, for prediction: the stage-1 one-class `SemanticSam` (the cell's mask and
-    pre-neck features), the autoencoder (its encoder gives the code), and a logistic regression on the standardised
-    code — BC-SAM's `logreg` classifier, kept as tensors so that the run folder holds no pickle."""
-    def __init__(self, seg:SemanticSam, ae:CellAE, n_classes:int):
+    pre-neck features), the autoencoder, and a logistic regression on the standardised features — BC-SAM's `logreg`
+    classifier, kept as tensors so that the run folder holds no pickle. The features are the autoencoder's code
+    (`features='code'`, BC-SAM) or `cell_descriptors` (`'descriptors'`); with `domain_norm`, the cells classified
+    together are first standardised by their own statistics, as the run's were (`domain_standardize`)."""
+    def __init__(self, seg:SemanticSam, ae:CellAE, n_classes:int, features:str='code', n_features:int|None=None,
+                 domain_norm:bool=False):
         super().__init__()
-        latent = ae.config['latent']
-        self.seg,self.ae,self.head = seg,ae,nn.Linear(latent, n_classes)
-        self.register_buffer('mean', torch.zeros(latent)); self.register_buffer('scale', torch.ones(latent))
+        if features not in FEATURES: raise ConfigError(f"features={features!r}: expected one of {', '.join(FEATURES)}")
+        d = ae.config['latent'] if features == 'code' else n_features
+        if not d: raise ConfigError("features='descriptors' needs n_features (the descriptors' length)")
+        self.seg,self.ae,self.head = seg,ae,nn.Linear(d, n_classes)
+        self.features,self.domain_norm = features,domain_norm
+        self.register_buffer('mean', torch.zeros(d)); self.register_buffer('scale', torch.ones(d))
 
     def classify(self, z:torch.Tensor) -> torch.Tensor:
-        "Class probabilities (N×classes) of the codes `z` (N×latent)."
+        "Class probabilities (N×classes) of the features `z` (N×d), standardised per domain already if `domain_norm`."
         return self.head((z.float() - self.mean)/self.scale).softmax(1)
 
-def fit_head(Z:np.ndarray,  # N×latent codes of labelled cells
+def fit_head(Z:np.ndarray,  # N×d features of labelled cells
              labels,        # Their labels
              seed:int=1234,
             ) -> tuple[list, dict]: # (classes, {'mean', 'scale', 'weight', 'bias'} as float32 tensors)
-    """BC-SAM's `logreg` classifier (`hemabook.crossdomain.make_classifier`: standardised code, logistic regression)
-    fitted on `Z`, as the tensors of `BCSAMClassifier`'s head; two classes become two logits (0 and sklearn's one)."""
+    """BC-SAM's `logreg` classifier (`hemabook.crossdomain.make_classifier`: standardised features, logistic
+    regression) fitted on `Z`, as the tensors of `BCSAMClassifier`'s head; two classes become two logits (0 and
+    sklearn's one)."""
     clf = make_classifier('logreg', seed).fit(Z, np.asarray(labels))
     sc,lr = clf.clf[0],clf.clf[-1]
     W,b = lr.coef_,lr.intercept_
@@ -426,34 +456,48 @@ def fit_head(Z:np.ndarray,  # N×latent codes of labelled cells
 def save_bcsam(run_dir:str|Path,  # The run folder
                seg:SemanticSam,   # The stage-1 model
                ae:CellAE,         # The trained autoencoder
-               Z:np.ndarray,      # Codes of the labelled cells the classifier learns from (the source domain's)
+               Z:np.ndarray,      # Features of the labelled cells the classifier learns from (the source domain's)
                labels,            # Their labels
+               features:str='code', # What `Z` is: the autoencoder's 'code' or `cell_descriptors`
+               domain_norm:bool=False, # Standardise `Z` (and later each batch of new cells) by its own statistics
                **spec,            # Anything else for the card (e.g. trained_on)
               ) -> Path:          # The card's path
     "Fit the `logreg` head on `Z` and write the whole path, `BCSAMClassifier`, and its card for `BCSAMPredictor`."
-    classes,head = fit_head(Z, labels)
-    m = BCSAMClassifier(seg, ae, len(classes))
+    Z = np.asarray(Z)
+    classes,head = fit_head(domain_standardize(Z, np.zeros(len(Z))) if domain_norm else Z, labels)
+    m = BCSAMClassifier(seg, ae, len(classes), features, Z.shape[1], domain_norm)
     with torch.no_grad():
         m.mean.copy_(head['mean']); m.scale.copy_(head['scale'])
         m.head.weight.copy_(head['weight']); m.head.bias.copy_(head['bias'])
-    cfg = dict(sam_card(seg), ae=ae.config)
+    cfg = dict(sam_card(seg), ae=ae.config, features=features, n_features=int(Z.shape[1]), domain_norm=bool(domain_norm))
     return save_model(run_dir, m, 'bcsam', 'classification', classes=classes, config=cfg, classifier='logreg', **spec)
 
 class BCSAMPredictor(ClassifierPredictor):
     """A BC-SAM run's cell classifier from its run folder: each single-cell image's mask and features (stage 1 and 2,
-    as `extract_cells`), its code (the autoencoder) and its type (the `logreg` head)."""
+    as `extract_cells`), its code (the autoencoder) or descriptors, and its type (the `logreg` head). A run with
+    `domain_norm` standardises the cells of one call by their own statistics: give it at least `MIN_DOMAIN_CELLS`
+    cells of one data set at once."""
     def build(self):
         c = self.card['config']
-        m = BCSAMClassifier(sam_from_card(c), CellAE(**c['ae']), len(self.card['classes']))
+        m = BCSAMClassifier(sam_from_card(c), CellAE(**c['ae']), len(self.card['classes']), c.get('features', 'code'),
+                            c.get('n_features'), c.get('domain_norm', False))
         return load_model_weights(m, self.run_dir/self.card['weights'])
 
     def codes(self, files:list, bs:int|None=None, verbose:bool=True) -> tuple[np.ndarray, list]:
-        "The autoencoder's codes of the cells in `files` (N×latent) and the files whose predicted mask was empty."
+        "The classifier's input for the cells in `files` (N×d: codes or descriptors) and the files with an empty mask."
+        m = self.model
+        if m.domain_norm and len(files) < MIN_DOMAIN_CELLS:
+            raise ConfigError(f"{self.run_dir}: this run standardises the cells it is given by their own statistics "
+                              f"(domain_norm); {len(files)} cells are too few to estimate them: give at least "
+                              f"{MIN_DOMAIN_CELLS} cells of one data set at once")
         with tempfile.TemporaryDirectory(prefix='hemabook-bcsam-') as d:
-            cache = extract_cells(self.model.seg, files, Path(d)/'cells', device=self.device, bs=bs, verbose=verbose)
-            crops = cell_crops(cache, sz=self.model.ae.sz, verbose=verbose)
+            cache = extract_cells(m.seg, files, Path(d)/'cells', device=self.device, bs=bs, verbose=verbose)
+            crops = cell_crops(cache, sz=m.ae.sz, verbose=verbose)
             empty = load_json(cache.path/'crops.json')['empty']
-            return latents(self.model.ae, CellDataset(cache, crops, np.zeros(len(cache))), device=self.device),empty
+            if m.features == 'descriptors': Z = cell_descriptors(cache, verbose=verbose)
+            else: Z = latents(m.ae, CellDataset(cache, crops, np.zeros(len(cache))), device=self.device)
+        if m.domain_norm: Z = domain_standardize(Z, np.zeros(len(Z))).astype(np.float32)
+        return Z,empty
 
     def predict(self, inputs, bs:int|None=None, verbose:bool=True) -> pd.DataFrame:
         "One row per cell image: the predicted type, its probability, the probability of each type, an empty mask."

@@ -13,8 +13,8 @@ from .core import ConfigError, logger, progress
 from .metrics import plot_confusion_matrix
 
 # %% auto #0
-__all__ = ['CLASSIFIERS', 'make_classifier', 'cross_domain_eval', 'results_table', 'fmt_results', 'majority_rate',
-           'plot_confusion', 'umap_cached', 'warm_umap', 'plot_umap']
+__all__ = ['CLASSIFIERS', 'make_classifier', 'domain_standardize', 'cross_domain_eval', 'results_table', 'fmt_results',
+           'majority_rate', 'plot_confusion', 'umap_cached', 'warm_umap', 'plot_umap']
 
 # %% ../nbs/03_crossdomain.ipynb #b7e27cea
 CLASSIFIERS = ('rf', 'xgboost', 'svm_poly', 'svm_rbf', 'mlp', 'logreg')
@@ -55,6 +55,18 @@ def make_classifier(name:str, seed:int=1234, n_train:int|None=None, n_classes:in
         clf = XGBClassifier(random_state=seed)
     return _Encoded(clf)
 
+# %% ../nbs/03_crossdomain.ipynb #9977bb69
+def domain_standardize(X:np.ndarray,  # N×d features
+                       domains,       # N domain names
+                      ) -> np.ndarray: # N×d, each domain with mean 0 and standard deviation 1 per feature
+    "Centre and scale each domain's features by its own statistics (labels unread): AdaBN at the classifier's input."
+    X,d = np.asarray(X, dtype=np.float64),np.asarray(domains).astype(str)
+    if len(X) != len(d): raise ConfigError(f"{len(X)} features, {len(d)} domains")
+    out = np.empty_like(X)
+    for k in dict.fromkeys(d):
+        m = d == k; out[m] = (X[m] - X[m].mean(0))/np.maximum(X[m].std(0), 1e-6)   # constant features stay 0
+    return out
+
 # %% ../nbs/03_crossdomain.ipynb #532eb32a
 def cross_domain_eval(X:np.ndarray,     # N×d features (the latents)
                       labels,           # N class labels
@@ -65,6 +77,8 @@ def cross_domain_eval(X:np.ndarray,     # N×d features (the latents)
                       verbose:bool|None=None, # Progress bar over the folds; None: where someone watches
                       sources:list|None=None, # Train on these domains only (e.g. one per call, each with its own
                                               # features); None: both
+                      domain_norm:bool=False, # Standardise each domain's features by its own statistics first
+                                              # (`domain_standardize`)
                      ) -> tuple[pd.DataFrame, pd.DataFrame]: # (scores by classifier, direction, fold; cell predictions)
     "BC-SAM's protocol both ways: stratified k-fold per source domain; accuracy on held-out folds and the other domain."
     from sklearn.metrics import accuracy_score, balanced_accuracy_score
@@ -73,6 +87,7 @@ def cross_domain_eval(X:np.ndarray,     # N×d features (the latents)
     if not (len(X) == len(y) == len(d)): raise ConfigError(f"{len(X)} features, {len(y)} labels, {len(d)} domains")
     doms = list(dict.fromkeys(d))
     if len(doms) != 2: raise ConfigError(f"expected two domains, got {doms}")
+    if domain_norm: X = domain_standardize(X, d)
     for c in classifiers: make_classifier(c)     # unknown names fail before any fitting
     scores,preds,jobs = [],[],[]
     if sources is not None and not set(sources) <= set(doms):
