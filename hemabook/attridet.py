@@ -332,12 +332,13 @@ def train_attridet(src:pd.DataFrame,           # Training-domain images, `split`
                    target:pd.DataFrame|None=None, # Unlabeled images of other domains: train with DANN on them
                    uda_weight:float=0.1,       # Weight of the domain loss (with `target`)
                    seed:int=0,                 # Seed of the data order and the initial weights
+                   augment=None,               # Colour transform of the training images, e.g. `StainAugment('stain')`
                    device=None,                # Where to train; None: the CPU
                    **kwargs,                   # Passed to `AttriDet` (backbone, head, weights, attr_kw, ...)
                   ) -> tuple[AttriDet, dict]:  # The trained model and the last row of its history
     "Train one AttriDet on `src` (with DANN towards `target` when given) in `run_dir`."
     set_seed(seed)
-    dls = det_dls(src, bs=bs, sz=sz, vocab=classes)
+    dls = det_dls(src, bs=bs, sz=sz, vocab=classes, train_tfm=augment)
     model = AttriDet(len(classes), n_attrs=n_attrs, sz=sz, uda=target is not None, **kwargs).to(device or 'cpu')
     cbs = []
     if target is not None:
@@ -347,10 +348,10 @@ def train_attridet(src:pd.DataFrame,           # Training-domain images, `split`
     return model, fit(learn, epochs, lr)
 
 # %% ../nbs/50_attridet.ipynb #35d4be7d
-def _predict(model, df, classes, sz, bs, kinds, verbose=None):
+def _predict(model, df, classes, sz, bs, kinds, verbose=None, tfm=None):
     "One pass over `df`'s images: a table per kind, 'detect' (the detections) and/or 'gt' (attributes on `df`'s boxes)."
     attrs = list(LA_ATTRS[:model.n_attrs]) if model.attr_head is not None else []
-    ds = DetDataset(df[df['label'].isna() | df['label'].isin(classes)], classes, sz, attrs=[])
+    ds = DetDataset(df[df['label'].isna() | df['label'].isin(classes)], classes, sz, attrs=[], tfm=tfm)
     dl = torch.utils.data.DataLoader(ds, batch_size=bs, collate_fn=det_collate)
     dev,rows,k = model_device(model),{k: [] for k in kinds},0
     meta = df.drop_duplicates('path').set_index('path')
@@ -406,10 +407,11 @@ def evaluate_attridet(model:AttriDet,            # A trained model
                       bs:int=4,                  # Batch size
                       min_iou:float=0.5,         # Attribute matching threshold (see `attr_metrics`)
                       verbose:bool|None=None,    # Progress bar; None: where someone watches (`hemabook.core.progress`)
+                      tfm=None,                  # Colour transform of the test images, e.g. a `StainNormalizer`
                      ) -> dict:                  # map50, map, per_class, attrs, attrs_oracle (on gt boxes), dets
     "Detection mAP (pycocotools) and attribute metrics of `model` on `df`, end to end and with ground-truth boxes."
     # one pass for both
-    tabs = _predict(model, df, classes, sz, bs, _KINDS if model.attr_head is not None else ('detect',), verbose)
+    tabs = _predict(model, df, classes, sz, bs, _KINDS if model.attr_head is not None else ('detect',), verbose, tfm)
     dets = tabs['detect']
     out = coco_map(df, dets, classes) | dict(dets=dets, n_images=int(df['path'].nunique()),
                                              n_cells=int(df['label'].notna().sum()))

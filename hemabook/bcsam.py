@@ -393,7 +393,8 @@ def cell_descriptors(cache:EmbeddingCache,   # From `extract_cells` (holds `mask
         if i in failed: continue
         m = largest_component(np.asarray(cache.masks[i]) > 0)
         if not m.any(): m = np.ones_like(m)
-        grid = F.adaptive_avg_pool2d(torch.from_numpy(m).float()[None, None], (h, w))[0, 0].numpy()  # mask share per cell
+        # each feature cell weighted by the share of it the mask covers
+        grid = F.adaptive_avg_pool2d(torch.from_numpy(m).float()[None, None], (h, w))[0, 0].numpy()
         out[i, :C] = (np.asarray(cache.pre[i], np.float32)*grid).sum((1, 2))/grid.sum()
         img,_ = prepare_image(load_image(p), S, cache.config.get('resize', 'square'))
         px = img[m]/255.       # float64: a float32 sum over 50 000 pixels drifts by 1e-4
@@ -469,7 +470,8 @@ def save_bcsam(run_dir:str|Path,  # The run folder
     with torch.no_grad():
         m.mean.copy_(head['mean']); m.scale.copy_(head['scale'])
         m.head.weight.copy_(head['weight']); m.head.bias.copy_(head['bias'])
-    cfg = dict(sam_card(seg), ae=ae.config, features=features, n_features=int(Z.shape[1]), domain_norm=bool(domain_norm))
+    cfg = dict(sam_card(seg), ae=ae.config, features=features, n_features=int(Z.shape[1]),
+               domain_norm=bool(domain_norm))
     return save_model(run_dir, m, 'bcsam', 'classification', classes=classes, config=cfg, classifier='logreg', **spec)
 
 class BCSAMPredictor(ClassifierPredictor):

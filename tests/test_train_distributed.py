@@ -137,10 +137,12 @@ def test_embed_images_split_over_two_processes(torchrun_out):
     assert json.loads((bad/'cache'/'progress.json').read_text())['done'] == 12   # rounds 1 and process 0's half of 2
 
 # Each experiment's smoke preset, cut to one epoch: `hemabook run NAME --gpus 2` on the CPU (gloo).
-GPUS2 = dict(samed=['EPOCHS', '1'], dessam=['EPOCHS', '1'], attridet=['EPOCHS', '1'],
+GPUS2 = dict(samed=['EPOCHS', '1'], dessam=['EPOCHS', '1'],
+             attridet=['EPOCHS', '1', 'AUGMENT', 'stain', 'STAIN_NORM', 'reinhard'],   # the colour switches, not in the demo
              bloodshot=['EPOCHS', '1', 'VARIANTS', 'aam_consistency', 'EPISODES', '10', 'CURVE_EPISODES', '5'],
-             bcsam=['SEG_EPOCHS', '1', 'AE_EPOCHS', '1', 'CLASSIFIERS', 'logreg'])   # one epoch, one classifier: the
-                                                              # processes' agreement is what is checked
+             bcsam=['SEG_EPOCHS', '1', 'AE_EPOCHS', '1', 'CLASSIFIERS', 'logreg',    # one epoch, one classifier: the
+                    'FEATURES', 'descriptors', 'DOMAIN_NORM', 'True'])   # processes' agreement is what is checked; the
+                                                  # real preset's features (the demo's smoke run has BC-SAM's codes)
 # wbc_classifier's two processes are the two "nodes" of `test_two_nodes_on_loopback` (each launcher starts a process)
 SAVED = dict(samed='adapters.safetensors', bcsam='stage1_adapters.safetensors', bloodshot='aam_consistency/embedder.pth')
 
@@ -195,6 +197,15 @@ def test_every_experiment_runs_on_two_processes(tmp_path):
                 timeout=400)
         assert r.returncode == 0, (name, r.stdout[-3000:] + r.stderr[-3000:])
         _check_two_process_run(out, name, SAVED.get(name))
+        if name == 'bcsam':       # the run's features scored and saved, BC-SAM's recipe scored beside them
+            m,card = json.loads((out/'metrics.json').read_text()),json.loads((out/'model.json').read_text())
+            assert (m['features'], m['domain_norm'], card['config']['features']) == ('descriptors', True, 'descriptors')
+            assert set(m['seed_recipe']['balanced_table']) == {'logreg'}, m.get('seed_recipe')
+        if name == 'attridet':    # plain, DANN and stain-augmented trainings, and the plain model on normalised images
+            m = json.loads((out/'metrics.json').read_text())
+            assert list(m['domain_table']['map50']) == ['H_100X_C1', 'H_100X_C1 + DANN', 'H_100X_C1 + stain augment',
+                                                        'H_100X_C1 + reinhard (test)'], list(m['domain_table']['map50'])
+            assert (out/'augment'/'model.json').exists()
 
 def test_two_nodes_on_loopback(tmp_path):
     """`--nodes 2`: two `hemabook run` launchers, as on two machines, meet at 127.0.0.1 and train as one 2-process run.

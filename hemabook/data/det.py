@@ -582,8 +582,10 @@ class DetDataset(torch.utils.data.Dataset):
                  vocab:list,            # Class names; `labels` index into it
                  sz:int=256,            # Side of the square resized image
                  attrs:list|None=None,  # Attribute columns to return; None: those of `LA_ATTRS` in `df`
+                 tfm=None,              # H×W×3 uint8 → uint8 applied to each image as read (e.g. `StainAugment`,
+                                        # `StainNormalizer`); colours only: the boxes stay where they are
                 ):
-        self.vocab,self.sz = list(vocab),sz; o2i = {v: i for i,v in enumerate(self.vocab)}
+        self.vocab,self.sz,self.tfm = list(vocab),sz,tfm; o2i = {v: i for i,v in enumerate(self.vocab)}
         self.attrs = [a for a in LA_ATTRS if a in df.columns] if attrs is None else list(attrs)
         self.items = []   # (path, boxes, labels, attrs) per image, as arrays, so workers do no pandas work
         for p,g in df.groupby('path', sort=False):
@@ -595,6 +597,7 @@ class DetDataset(torch.utils.data.Dataset):
     def __len__(self): return len(self.items)
     def __getitem__(self, i):
         p,b,l,at = self.items[i]; img = load_image(p); h,w = img.shape[:2]
+        if self.tfm is not None: img = self.tfm(img)
         x = np.asarray(Image.fromarray(img).resize((self.sz, self.sz), Image.BILINEAR)).transpose(2, 0, 1)
         t = dict(boxes=torch.from_numpy(b * np.array([self.sz/w, self.sz/h]*2, np.float32)), labels=torch.from_numpy(l))
         if at is not None: t['attrs'] = torch.from_numpy(at)
@@ -614,6 +617,8 @@ def det_dls(df:pd.DataFrame,         # Detection tidy table with a `split` colum
             num_workers:int=0,       # DataLoader worker processes (decoding happens there)
             vocab:list|None=None,    # Class names; default: sorted labels of `df`
             shuffle:bool=True,       # Shuffle the training set
+            train_tfm=None,          # Colour transform of the training images (`DetDataset`'s `tfm`), e.g.
+                                     # `StainAugment`
            ):
     "fastai `DataLoaders` of (images, list of target dicts) from a detection tidy table; `dls.vocab` names the classes."
     from fastai.data.core import DataLoaders
@@ -621,10 +626,10 @@ def det_dls(df:pd.DataFrame,         # Detection tidy table with a `split` colum
     trn,val = df[df['split'] == train], df[df['split'] == valid]
     if not len(trn) or not len(val):
         raise ConfigError(f"det_dls: split {train!r} has {len(trn)} rows, {valid!r} {len(val)}; both must be non-empty")
-    mk = lambda d,sh: torch.utils.data.DataLoader(DetDataset(d, vocab, sz), batch_size=bs, shuffle=sh,
+    mk = lambda d,sh,t=None: torch.utils.data.DataLoader(DetDataset(d, vocab, sz, tfm=t), batch_size=bs, shuffle=sh,
                                                   num_workers=num_workers, collate_fn=det_collate,
                                                   persistent_workers=num_workers > 0)
-    dls = DataLoaders(mk(trn, shuffle), mk(val, False))
+    dls = DataLoaders(mk(trn, shuffle, train_tfm), mk(val, False))
     dls.vocab = vocab
     return dls
 
