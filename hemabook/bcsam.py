@@ -31,8 +31,8 @@ from .predict import ClassifierPredictor, image_inputs, load_model_weights, save
 # %% auto #0
 __all__ = ['BCSAM_NORM', 'PROTOCOLS', 'MMD_KINDS', 'FEATURES', 'MIN_DOMAIN_CELLS', 'warmup_cosine', 'WarmupCosine',
            'bcsam_seg_model', 'cell_mask_table', 'domain_table', 'CellMasks', 'extract_cells', 'largest_component',
-           'masked_crop', 'cell_crops', 'CellAE', 'ssim', 'mean_mmd', 'kernel_mmd', 'domain_mmd', 'CrossDomainLoss',
-           'CellDataset', 'source_labels', 'ae_dls', 'ae_learner', 'latents', 'cell_descriptors',
+           'masked_crop', 'empty_mask_cells', 'cell_crops', 'CellAE', 'ssim', 'mean_mmd', 'kernel_mmd', 'domain_mmd',
+           'CrossDomainLoss', 'CellDataset', 'source_labels', 'ae_dls', 'ae_learner', 'latents', 'cell_descriptors',
            'show_reconstructions', 'BCSAMClassifier', 'fit_head', 'save_bcsam', 'BCSAMPredictor']
 
 # %% ../nbs/30_bcsam.ipynb #87cd7c86
@@ -170,6 +170,19 @@ def masked_crop(img:np.ndarray,   # H×W×3 uint8, the image at the encoder's in
     return np.asarray(Image.fromarray(crop.astype(np.uint8)).resize((sz, sz), Image.BICUBIC)),empty
 
 # %% ../nbs/30_bcsam.ipynb #945f918a
+def _cell_images(cache:EmbeddingCache, desc:str, verbose:bool|None):
+    "Each cell of `cache` that was read: (index, image at the encoder's input size, predicted mask as bool)."
+    failed,S = {d['index'] for d in cache.failed},cache.masks.shape[-1]
+    for i,p in progress(enumerate(cache.paths), len(cache.paths), desc, verbose):
+        if i in failed: continue
+        img,_ = prepare_image(load_image(p), S, cache.config.get('resize', 'square'))
+        yield i,img,np.asarray(cache.masks[i]) > 0
+
+def empty_mask_cells(cache:EmbeddingCache) -> list: # Their paths
+    "Cells of `cache` that were read but whose predicted mask is empty: crops and descriptors take their whole image."
+    failed = {d['index'] for d in cache.failed}
+    return [p for i,p in enumerate(cache.paths) if i not in failed and not np.asarray(cache.masks[i]).any()]
+
 def cell_crops(cache:EmbeddingCache,  # From `extract_cells` (holds `masks`)
                sz:int=128,            # Crop side (the autoencoder's output size)
                pad:int=10,            # Grey border (see `masked_crop`)
@@ -187,17 +200,12 @@ def cell_crops(cache:EmbeddingCache,  # From `extract_cells` (holds `masks`)
         if {k: m.get(k) for k in want} == want: return np.load(f, mmap_mode='r')
     tmp = f.with_suffix('.tmp.npy')
     mm = np.lib.format.open_memmap(tmp, mode='w+', dtype=np.uint8, shape=(len(cache), 3, sz, sz))
-    failed,empty = {d['index'] for d in cache.failed},[]
-    S = cache.masks.shape[-1]
-    for i,p in progress(enumerate(cache.paths), len(cache.paths), 'cell crops', verbose):
-        if i in failed: continue
-        img,_ = prepare_image(load_image(p), S, cache.config.get('resize', 'square'))
-        crop,e = masked_crop(img, np.asarray(cache.masks[i]) > 0, sz, pad)
-        mm[i] = crop.transpose(2, 0, 1)
-        if e: empty.append(p)
+    for i,img,m in _cell_images(cache, 'cell crops', verbose):
+        mm[i] = masked_crop(img, m, sz, pad)[0].transpose(2, 0, 1)
     mm.flush(); del mm
     tmp.replace(f)
-    save_json(dict(want, n_empty=len(empty), empty=empty, n_failed=len(failed)), meta)
+    empty = empty_mask_cells(cache)
+    save_json(dict(want, n_empty=len(empty), empty=empty, n_failed=len(cache.failed)), meta)
     if empty: logger.warning("%s: %d of %d cells have an empty predicted mask; their crop is the whole image "
                              "(see crops.json)", cache.path, len(empty), len(cache))
     return np.load(f, mmap_mode='r')
@@ -386,17 +394,14 @@ def cell_descriptors(cache:EmbeddingCache,   # From `extract_cells` (holds `mask
                     ) -> np.ndarray:         # N×(C + 15) float32: C pooled features, 15 colour statistics
     "Per cell: its pre-neck features averaged over its mask, and the colours inside the mask (mean, std, 10/50/90 %)."
     if cache.masks is None: raise DataError(f"{cache.path}: the cache holds no masks; extract with `extract_cells`")
-    N,C,h,w = cache.pre.shape; S = cache.masks.shape[-1]
+    N,C,h,w = cache.pre.shape
     out = np.zeros((N, C + 15), np.float32)
-    failed = {d['index'] for d in cache.failed}
-    for i,p in progress(enumerate(cache.paths), N, 'cell descriptors', verbose):
-        if i in failed: continue
-        m = largest_component(np.asarray(cache.masks[i]) > 0)
+    for i,img,m in _cell_images(cache, 'cell descriptors', verbose):
+        m = largest_component(m)
         if not m.any(): m = np.ones_like(m)
         # each feature cell weighted by the share of it the mask covers
         grid = F.adaptive_avg_pool2d(torch.from_numpy(m).float()[None, None], (h, w))[0, 0].numpy()
         out[i, :C] = (np.asarray(cache.pre[i], np.float32)*grid).sum((1, 2))/grid.sum()
-        img,_ = prepare_image(load_image(p), S, cache.config.get('resize', 'square'))
         px = img[m]/255.       # float64: a float32 sum over 50 000 pixels drifts by 1e-4
         out[i, C:] = np.concatenate([px.mean(0), px.std(0), np.percentile(px, [10, 50, 90], axis=0).ravel()])
     return out
@@ -494,10 +499,10 @@ class BCSAMPredictor(ClassifierPredictor):
                               f"{MIN_DOMAIN_CELLS} cells of one data set at once")
         with tempfile.TemporaryDirectory(prefix='hemabook-bcsam-') as d:
             cache = extract_cells(m.seg, files, Path(d)/'cells', device=self.device, bs=bs, verbose=verbose)
-            crops = cell_crops(cache, sz=m.ae.sz, verbose=verbose)
-            empty = load_json(cache.path/'crops.json')['empty']
-            if m.features == 'descriptors': Z = cell_descriptors(cache, verbose=verbose)
-            else: Z = latents(m.ae, CellDataset(cache, crops, np.zeros(len(cache))), device=self.device)
+            if m.features == 'descriptors': Z = cell_descriptors(cache, verbose=verbose)   # no crops needed
+            else: Z = latents(m.ae, CellDataset(cache, cell_crops(cache, sz=m.ae.sz, verbose=verbose),
+                                                np.zeros(len(cache))), device=self.device)
+            empty = empty_mask_cells(cache)
         if m.domain_norm: Z = domain_standardize(Z, np.zeros(len(Z))).astype(np.float32)
         return Z,empty
 
