@@ -29,7 +29,7 @@ from .predict import ClassifierPredictor, image_inputs, load_model_weights, save
 from .train import adabn, hb_learner, load_weights, PreciseBN
 
 # %% auto #0
-__all__ = ['BLOODSHOT_EXCLUDE', 'VARIANTS', 'K_VALUES', 'split_table', 'source_table', 'target_pools', 'CellImages',
+__all__ = ['BLOODSHOT_EXCLUDE', 'VARIANTS', 'K_VALUES', 'split_table', 'source_table', 'target_pools', 'CellImages', 'FlipTurn',
            'fewshot_dls', 'create_embedder', 'CosineHead', 'FewShotNet', 'ArcFaceLoss', 'rotate_batch',
            'RotationConsistency', 'fewshot_model', 'fewshot_learner', 'embed_cells', 'target_bn', 'prototypes',
            'cosine_scores', 'cosine_predict', 'cls_metrics', 'draw_support', 'FewShotResult', 'few_shot_eval',
@@ -105,7 +105,12 @@ def target_pools(df:pd.DataFrame,        # The few-shot data set's table, e.g. `
     return sup, qry
 
 # %% ../nbs/40_fewshot.ipynb #fcaa935f
-def _resize(img, sz): return np.array(Image.fromarray(img).resize((sz, sz), Image.BICUBIC))
+def _resize(img, sz, crop=1.):
+    "The central `crop` fraction of `img` (each side), squashed to `sz`×`sz` with Pillow's bicubic filter."
+    if crop < 1:
+        H,W = img.shape[:2]; h,w = max(1, round(H*crop)), max(1, round(W*crop))
+        img = img[(H-h)//2:(H-h)//2+h, (W-w)//2:(W-w)//2+w]
+    return np.array(Image.fromarray(img).resize((sz, sz), Image.BICUBIC))
 
 class CellImages(Dataset):
     "Single-cell images as BloodShot feeds them: squashed to `sz`×`sz` (bicubic), RGB in [0, 1], no normalisation."
@@ -115,20 +120,34 @@ class CellImages(Dataset):
                  sz:int=224,            # Side of the square input (BloodShot: 224)
                  preload:bool|str='auto', # Decode everything once into memory; 'auto': when it fits in 1 GiB
                  augment=None,          # Called on each item's uint8 pixels (e.g. `hemabook.stain.StainAugment`)
+                 crop:float=1.,         # Keep the central `crop` fraction of each side first (BloodShot: 1, all)
                 ):
         self.paths = [str(p) for p in paths]
         self.labels = np.full(len(self.paths), -1) if labels is None else np.asarray(labels, dtype=int)
         if len(self.labels)!=len(self.paths):
             raise ConfigError(f"{len(self.paths)} paths but {len(self.labels)} labels")
-        self.sz,self.augment = sz,augment
+        if not 0 < crop <= 1: raise ConfigError(f"crop={crop}: expected a fraction in (0, 1]")
+        self.sz,self.augment,self.crop = sz,augment,crop
         if preload=='auto': preload = len(self.paths)*sz*sz*3 < 2**30
-        self.pixels = np.stack([_resize(load_image(p), sz) for p in self.paths]) if preload and self.paths else None
+        self.pixels = (np.stack([_resize(load_image(p), sz, crop) for p in self.paths]) if preload and self.paths
+                       else None)
     def __len__(self): return len(self.paths)
     def __getitem__(self, i):
-        px = self.pixels[i] if self.pixels is not None else _resize(load_image(self.paths[i]), self.sz)
+        px = self.pixels[i] if self.pixels is not None else _resize(load_image(self.paths[i]), self.sz, self.crop)
         if self.augment is not None: px = self.augment(px)
         return (torch.from_numpy(np.ascontiguousarray(px)).permute(2, 0, 1).float().div_(255),
                 torch.tensor(self.labels[i]))
+class FlipTurn:
+    "A random flip and quarter turn of uint8 images (a cell on a slide has no up or down), then `then`; seeded."
+    def __init__(self, seed:int=0,
+                 then=None):     # Applied after, e.g. `hemabook.stain.StainAugment`
+        self.rng,self.then = np.random.default_rng(seed),then
+    def __call__(self, img:np.ndarray) -> np.ndarray:
+        if self.rng.random() < .5: img = img[:, ::-1]
+        img = np.ascontiguousarray(np.rot90(img, int(self.rng.integers(4))))
+        return self.then(img) if self.then is not None else img
+    def __repr__(self): return f"FlipTurn(then={self.then!r})"
+
 
 # %% ../nbs/40_fewshot.ipynb #7c8ccaa7
 def fewshot_dls(df:pd.DataFrame,        # Table with `path`, `label_col` and a `split` holding 'train' and 'valid' rows
@@ -141,6 +160,7 @@ def fewshot_dls(df:pd.DataFrame,        # Table with `path`, `label_col` and a `
                 preload:bool|str='auto', # See `CellImages`
                 augment=None,           # Applied to the training items (`CellImages`' `augment`); BloodShot: none
                 device=None,            # Device of the batches; None: fastai's default
+                crop:float=1.,          # Central fraction of each side kept, train and valid (`CellImages`' `crop`)
                ):
     "fastai `DataLoaders` of `CellImages` from the train and valid rows of `df`; `dls.vocab` is the class order."
     from fastai.data.core import DataLoaders
@@ -152,7 +172,7 @@ def fewshot_dls(df:pd.DataFrame,        # Table with `path`, `label_col` and a `
     vocab = list(vocab) if vocab is not None else sorted(tr[label_col].unique())
     if (unk := set(df[label_col]) - set(vocab)): raise DataError(f"labels {sorted(unk)} are not in vocab {vocab}")
     ix = {c:i for i,c in enumerate(vocab)}
-    ds = lambda d, aug=None: CellImages(d.path, d[label_col].map(ix), sz, preload, aug)
+    ds = lambda d, aug=None: CellImages(d.path, d[label_col].map(ix), sz, preload, aug, crop)
     dls = DataLoaders(DataLoader(ds(tr, augment), bs=min(bs, len(tr)), shuffle=shuffle, drop_last=len(tr) > bs,
                                  num_workers=num_workers, n_inp=1),
                       DataLoader(ds(va), bs=bs, shuffle=False, num_workers=num_workers, n_inp=1))
@@ -286,12 +306,12 @@ def fewshot_learner(dls,                         # From `fewshot_dls`
     return hb_learner(dls, model, loss_func=loss, metrics=accuracy, opt_func=opt, wd=0., cbs=cbs, **kwargs)
 
 # %% ../nbs/40_fewshot.ipynb #813d1a42
-def _eval_batches(model, fn, paths, sz, bs, device, transform=None):
+def _eval_batches(model, fn, paths, sz, bs, device, transform=None, crop=1.):
     "`fn` on batches of `CellImages(paths)`, `model` in eval mode (restored after); results concatenated on the CPU."
     from torch.utils.data import DataLoader
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     with eval_mode(model):
-        ds = CellImages(paths, sz=sz, preload=False, augment=transform)
+        ds = CellImages(paths, sz=sz, preload=False, augment=transform, crop=crop)
         out = [fn(x.to(dev)).cpu() for x,_ in DataLoader(ds, batch_size=bs)]
     return torch.cat(out) if out else None
 
@@ -301,10 +321,11 @@ def embed_cells(model:nn.Module,      # A `FewShotNet` (its `embed`) or any imag
                 bs:int=64,            # Images per batch
                 device=None,          # Where to run; None: the model's device
                 transform=None,       # Applied to each image's pixels first (`hemabook.stain.StainNormalizer`)
+                crop:float=1.,        # Central fraction of each side kept, as in training (`CellImages`)
                ) -> np.ndarray:       # N×D float32
     "Embeddings of the images at `paths` with the model in eval mode (BatchNorm's running statistics)."
     fn = model.embed if hasattr(model, 'embed') else model
-    e = _eval_batches(model, lambda x: fn(x).float(), paths, sz, bs, device, transform)
+    e = _eval_batches(model, lambda x: fn(x).float(), paths, sz, bs, device, transform, crop)
     return e.numpy() if e is not None else np.zeros((0, getattr(model, 'dim', 0)), np.float32)
 
 # %% ../nbs/40_fewshot.ipynb #4cedffa7
@@ -500,9 +521,10 @@ def predict_classes(model:FewShotNet,  # A trained model
                     sz:int=224,        # Input side, as in training
                     bs:int=64,         # Images per batch
                     device=None,       # Where to run; None: the model's device
+                    crop:float=1.,     # Central fraction of each side kept, as in training (`CellImages`)
                    ) -> np.ndarray:    # Predicted class indices
     "In-domain prediction from the training head: argmax of the logits or of the cosines (no margin, no labels needed)."
-    p = _eval_batches(model, lambda x: model(x).argmax(1), paths, sz, bs, device)
+    p = _eval_batches(model, lambda x: model(x).argmax(1), paths, sz, bs, device, crop=crop)
     return p.numpy() if p is not None else np.zeros(0, dtype=int)
 
 # %% ../nbs/40_fewshot.ipynb #64e1093b

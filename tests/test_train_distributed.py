@@ -139,7 +139,8 @@ def test_embed_images_split_over_two_processes(torchrun_out):
 # Each experiment's smoke preset, cut to one epoch: `hemabook run NAME --gpus 2` on the CPU (gloo).
 GPUS2 = dict(samed=['EPOCHS', '1'], dessam=['EPOCHS', '1'],
              attridet=['EPOCHS', '1', 'AUGMENT', 'stain', 'STAIN_NORM', 'reinhard'],   # the colour switches, not in the demo
-             bloodshot=['EPOCHS', '1', 'VARIANTS', 'aam_consistency', 'EPISODES', '10', 'CURVE_EPISODES', '5'],
+             bloodshot=['EPOCHS', '1', 'VARIANTS', 'aam_consistency', 'EPISODES', '10', 'CURVE_EPISODES', '5',
+                        'SOURCE_CROP', '0.8', 'FLIP', 'True', 'AUGMENT', 'stain', 'ADABN', 'True'],   # the real preset's
              bcsam=['SEG_EPOCHS', '1', 'AE_EPOCHS', '1', 'CLASSIFIERS', 'logreg',    # one epoch, one classifier: the
                     'FEATURES', 'descriptors', 'DOMAIN_NORM', 'True'])   # processes' agreement is what is checked; the
                                                   # real preset's features (the demo's smoke run has BC-SAM's codes)
