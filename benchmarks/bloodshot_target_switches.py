@@ -26,7 +26,7 @@ import torch
 
 from hemabook.core import set_seed
 from hemabook.data.cls import read_cells
-from hemabook.fewshot import (CellImages, create_embedder, embed_cells, few_shot_eval, fewshot_model, source_table,
+from hemabook.fewshot import (create_embedder, embed_cells, few_shot_eval, fewshot_model, source_table, stain_reference,
                               target_bn, target_pools)
 from hemabook.stain import StainNormalizer
 
@@ -40,8 +40,7 @@ def score_run(run_dir:Path, switches, tmp:Path) -> list:
     sup,qry = target_pools(target, seed=seed, min_support=k)
     classes = sorted(sup.label.unique()); ix = {c: i for i,c in enumerate(classes)}
     sy,qy = sup.label.map(ix).to_numpy(), qry.label.map(ix).to_numpy()
-    ref = source[source.split == 'train'].sample(min(64, (source.split == 'train').sum()), random_state=seed).path
-    ref_px = list(CellImages(ref, sz=sz, preload=True, crop=crop).pixels)
+    ref_px = stain_reference(source, sz, crop, seed)      # the cells the run's STAIN_NORM was fitted on
     n_types = source[source.split == 'train'].label.nunique()
     set_seed(seed)                                  # the run's reference: the network before training, same seed
     nets = {'untrained': fewshot_model(n_types, 'aam', p['backbone'], p.get('weights')).embedder}

@@ -31,10 +31,10 @@ from .train import adabn, hb_learner, load_weights, PreciseBN
 # %% auto #0
 __all__ = ['BLOODSHOT_EXCLUDE', 'VARIANTS', 'K_VALUES', 'split_table', 'source_table', 'target_pools', 'CellImages', 'FlipTurn',
            'fewshot_dls', 'create_embedder', 'CosineHead', 'FewShotNet', 'ArcFaceLoss', 'rotate_batch',
-           'RotationConsistency', 'fewshot_model', 'fewshot_learner', 'embed_cells', 'target_bn', 'prototypes',
-           'cosine_scores', 'cosine_predict', 'cls_metrics', 'draw_support', 'FewShotResult', 'few_shot_eval',
-           'fewshot_table', 'k_curve', 'plot_confusion', 'plot_k_curve', 'predict_classes', 'ProtoClassifier',
-           'cosine_table', 'save_bloodshot', 'BloodShotPredictor']
+           'RotationConsistency', 'fewshot_model', 'fewshot_learner', 'embed_cells', 'target_bn', 'stain_reference',
+           'prototypes', 'cosine_scores', 'cosine_predict', 'cls_metrics', 'draw_support', 'FewShotResult',
+           'few_shot_eval', 'fewshot_table', 'k_curve', 'plot_confusion', 'plot_k_curve', 'predict_classes',
+           'ProtoClassifier', 'cosine_table', 'save_bloodshot', 'BloodShotPredictor']
 
 # %% ../nbs/40_fewshot.ipynb #de80d44d
 BLOODSHOT_EXCLUDE = ('KSC', 'LYA', 'MMZ', 'MOB')   # Matek-19 types with fewer than 30 images, left out by BloodShot
@@ -137,6 +137,7 @@ class CellImages(Dataset):
         if self.augment is not None: px = self.augment(px)
         return (torch.from_numpy(np.ascontiguousarray(px)).permute(2, 0, 1).float().div_(255),
                 torch.tensor(self.labels[i]))
+
 class FlipTurn:
     "A random flip and quarter turn of uint8 images (a cell on a slide has no up or down), then `then`; seeded."
     def __init__(self, seed:int=0,
@@ -343,6 +344,17 @@ def target_bn(model:nn.Module,   # A `FewShotNet` (its `embed` is run) or any im
     dl = DataLoader(CellImages(paths, sz=sz), batch_size=bs, shuffle=True, generator=gen)
     run = lambda m,b: (m.embed if hasattr(m, 'embed') else m)(b[0].to(dev))
     return adabn(model, dl, max_batches, run)
+
+# %% ../nbs/40_fewshot.ipynb #c6fd31ca
+def stain_reference(df:pd.DataFrame,  # Training table with `path` and `split` (`source_table`)
+                    sz:int=224,       # Input side, as in training
+                    crop:float=1.,    # Central fraction of each side kept, as in training
+                    seed:int=0,       # Seed of the sample
+                    n:int=64,         # Cells to take (all train rows when fewer)
+                   ) -> list:         # uint8 H×W×3 images, for `hemabook.stain.StainNormalizer`
+    "`n` training cells as training sees them: the colours a target's cells are normalised to."
+    tr = df[df.split=='train']
+    return list(CellImages(tr.sample(min(n, len(tr)), random_state=seed).path, sz=sz, preload=True, crop=crop).pixels)
 
 # %% ../nbs/40_fewshot.ipynb #ee7cbc42
 def prototypes(emb:np.ndarray,      # N×D support embeddings
